@@ -1,0 +1,274 @@
+"""Command line: ``chronorag ingest | delete | retrieve | stats | merge``.
+
+Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
+and one line on stderr; per-document ingest errors are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from chronorag.config import ConfigError, load_settings
+
+EXIT_USAGE = 2
+MAX_ERRORS_SHOWN = 20
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage dump
+        raise UsageError(message)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="data directory (default ./chronorag-data, env CHRONORAG_DATA_DIR)")
+    p.add_argument("--config", type=Path, help="TOML settings file (env CHRONORAG_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chronorag", description="RAG over document collections that change over time.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus")
+    _add_common(p)
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
+    p.add_argument("--limit", type=int, help="ingest at most this many records")
+    p.add_argument("--workers", type=int, help="processes for chunking")
+    p.add_argument("--no-dense", action="store_true", help="BM25 only (no embeddings)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("delete", help="delete documents by id from the store and every index")
+    _add_common(p)
+    p.add_argument("doc_ids", nargs="+")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("retrieve", help="hybrid retrieval for a question (or a file of questions)")
+    _add_common(p)
+    p.add_argument("question", nargs="?")
+    p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question')")
+    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--since", help="only chunks published at or after (YYYY, YYYY-MM, YYYY-MM-DD or ISO-8601)")
+    p.add_argument("--until", help="only chunks published at or before (a date includes that whole day)")
+    p.add_argument("--doc-id", action="append", dest="doc_ids", help="restrict to document id (repeatable)")
+    p.add_argument("--source", action="append", dest="sources", help="restrict to source (repeatable)")
+    p.add_argument("--retriever", action="append", choices=["bm25", "dense"], dest="retrievers",
+                   help="use only these retrievers (repeatable; default all)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("stats", help="what the data directory holds")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("merge", help="merge BM25 delta segments into the main segment now")
+    _add_common(p)
+    return parser
+
+
+def parse_bound(value: str | None, end: bool = False) -> datetime | None:
+    """A --since/--until value; a year, month or day stands for its whole period."""
+    if value is None:
+        return None
+    from chronorag.ingest.dates import DateParseError
+    from chronorag.timebounds import period_bounds
+
+    try:
+        start, stop = period_bounds(value)
+    except DateParseError as exc:
+        raise UsageError(f"bad date {value!r}: {exc}") from None
+    return stop if end else start
+
+
+def _settings(args: argparse.Namespace, **extra):
+    return load_settings(config_file=args.config, data_dir=args.data_dir, **extra)
+
+
+def _open_engine(settings):
+    from chronorag.engine import ChronoRAG
+
+    return ChronoRAG(settings)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    from chronorag.ingest.loaders import load
+
+    if not args.path.exists():
+        raise UsageError(f"no such file or directory: {args.path}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be positive")
+    settings = _settings(args, workers=args.workers, embedder="none" if args.no_dense else None)
+    default_tz = "Asia/Shanghai" if args.format == "crud" else settings.default_tz
+    try:
+        records = load(args.path, args.format, default_tz=default_tz)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.limit:
+        records = islice(records, args.limit)
+    show = not args.quiet and not args.json
+    with _open_engine(settings) as engine:
+        bar = tqdm(desc="ingest", unit="doc", disable=not show, file=sys.stderr)
+        ibar = tqdm(desc="index", unit="chunk", disable=not show, file=sys.stderr)
+        report = engine.insert(records, progress=bar.update, index_progress=ibar.update)
+        bar.close()
+        ibar.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        for err in report.errors[:MAX_ERRORS_SHOWN]:
+            print(f"skipped {err}", file=sys.stderr)
+        if len(report.errors) > MAX_ERRORS_SHOWN:
+            print(f"... and {len(report.errors) - MAX_ERRORS_SHOWN} more errors", file=sys.stderr)
+        print(report.summary_line())
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _open_engine(_settings(args)) as engine:
+        deleted = engine.delete(args.doc_ids)
+    missing = [d for d in args.doc_ids if d not in set(deleted)]
+    if args.json:
+        print(json.dumps({"deleted": deleted, "not_found": missing}, ensure_ascii=False))
+    else:
+        print(f"deleted {len(deleted)} document(s)" + (f"; not found: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
+def _read_questions(path: Path) -> list[tuple[int, str | None, dict]]:
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    out.append((n, None, {"error": f"line {n}: bad JSON ({exc.msg})"}))
+                    continue
+                q = obj.get("question") if isinstance(obj, dict) else None
+                if not isinstance(q, str) or not q.strip():
+                    out.append((n, None, {"error": f"line {n}: no 'question' string"}))
+                    continue
+                out.append((n, q, {k: v for k, v in obj.items() if k != "question"}))
+            else:
+                out.append((n, line, {}))
+    return out
+
+
+def _print_hits(question: str, hits) -> None:
+    print(f"Q: {question}")
+    if not hits:
+        print("  (no results)")
+    for rank, h in enumerate(hits, 1):
+        date = h.published_at.date().isoformat() if h.published_at else "undated"
+        via = ", ".join(f"{k}#{v}" for k, v in h.ranks.items())
+        print(f"{rank:>3}. [{date}] {h.doc_id}  chunk {h.chunk_id}  score {h.score:.4f}  ({via})")
+        snippet = " ".join(h.text.split())
+        print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" ..."), "     "))
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    if (args.question is None) == (args.questions is None):
+        raise UsageError("give either a question or --questions FILE")
+    if args.top_k < 1:
+        raise UsageError("--top-k must be >= 1")
+    since, until = parse_bound(args.since), parse_bound(args.until, end=True)
+    if since and until and since > until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}")
+    kwargs = dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
+                  sources=args.sources, retrievers=args.retrievers)
+    with _open_engine(_settings(args)) as engine:
+        if args.question is not None:
+            hits = engine.retrieve(args.question, **kwargs)
+            if args.json:
+                print(json.dumps({"question": args.question, "results": [h.to_dict() for h in hits]},
+                                 ensure_ascii=False))
+            else:
+                _print_hits(args.question, hits)
+            return 0
+        bad = 0
+        for n, question, extra in _read_questions(args.questions):
+            if question is None:
+                bad += 1
+                print(json.dumps({"line": n, **extra}, ensure_ascii=False))
+                continue
+            try:
+                hits = engine.retrieve(question, **kwargs)
+            except ValueError as exc:
+                bad += 1
+                print(json.dumps({"line": n, "question": question, "error": str(exc)}, ensure_ascii=False))
+                continue
+            print(json.dumps({"line": n, **extra, "question": question,
+                              "results": [h.to_dict() for h in hits]}, ensure_ascii=False), flush=True)
+        return EXIT_USAGE if bad else 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open_engine(_settings(args)) as engine:
+        stats = engine.stats()
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False))
+        return 0
+    print(f"data dir     {stats['data_dir']}")
+    print(f"documents    {stats['documents']} ({stats['undated_documents']} undated)")
+    print(f"chunks       {stats['chunks']} ({stats['tokens']} tokens, {stats['embeddings']} embeddings)")
+    print(f"published    {stats['published_from'] or '-'} .. {stats['published_to'] or '-'}")
+    for name, info in stats["indexes"].items():
+        details = ", ".join(f"{k}={v}" for k, v in info.items())
+        print(f"index {name:<6} {details}")
+    print(f"disk         {stats['disk_bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    with _open_engine(_settings(args)) as engine:
+        engine.merge()
+        print("merged: " + json.dumps(engine.bm25.stats()))
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve,
+            "stats": cmd_stats, "merge": cmd_merge}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigError, ValueError) as exc:
+        print(f"chronorag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("chronorag: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for users; CHRONORAG_DEBUG=1 shows it
+        if os.environ.get("CHRONORAG_DEBUG"):
+            raise
+        print(f"chronorag: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Settings, resolved from (highest first) explicit arguments, environment variables, a TOML file, defaults.
+
+The TOML file is the first that exists of: ``--config PATH`` / ``$CHRONORAG_CONFIG``,
+``./chronorag.toml``, ``<data dir>/chronorag.toml``. Keys are the field names below, at top level or
+under a ``[chronorag]`` table.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CHRONORAG_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value or the config file cannot be read."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./chronorag-data")
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    # 'minilm-int8' (default, fast), 'minilm-fp32', or 'none' to run BM25-only.
+    embedder: str = "minilm-int8"
+    # FAISS index kind: 'flat' (exact inner product), 'hnsw' or 'ivf' for scale.
+    dense_kind: str = "flat"
+    rrf_k: int = 60
+    # Candidates each retriever contributes to fusion.
+    candidate_depth: int = 100
+    # Time zone for timestamps that carry none (JSONL/dir); CRUD-RAG uses Asia/Shanghai.
+    default_tz: str = "UTC"
+    # Documents per store transaction during ingestion.
+    ingest_batch: int = 512
+    # Processes for chunking/tokenising during ingestion (1 = in-process).
+    workers: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store.sqlite3"
+
+    @property
+    def dense_enabled(self) -> bool:
+        return self.embedder.lower() != "none"
+
+    def validate(self) -> "Settings":
+        if self.chunk_size < 16:
+            raise ConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ConfigError(
+                f"chunk_overlap must be in [0, chunk_size), got {self.chunk_overlap}"
+            )
+        if self.dense_kind not in {"flat", "hnsw", "ivf"}:
+            raise ConfigError(f"dense_kind must be flat, hnsw or ivf, got {self.dense_kind!r}")
+        if self.rrf_k < 1 or self.candidate_depth < 1 or self.ingest_batch < 1 or self.workers < 1:
+            raise ConfigError("rrf_k, candidate_depth, ingest_batch and workers must be positive")
+        return self
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "Path":
+            return Path(os.path.expanduser(str(value)))
+        if kind == "int":
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot use {value!r} ({exc})") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return data.get("chronorag", data)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Resolve settings; ``overrides`` whose value is None are ignored (unset CLI flags)."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    env_values = {
+        name: env[ENV_PREFIX + name.upper()]
+        for name in _FIELD_TYPES
+        if ENV_PREFIX + name.upper() in env
+    }
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(explicit) - set(_FIELD_TYPES)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    data_dir = Path(explicit.get("data_dir") or env_values.get("data_dir") or Settings.data_dir)
+    candidates = [config_file or env.get(ENV_PREFIX + "CONFIG")]
+    if candidates[0] is not None and not Path(candidates[0]).is_file():
+        raise ConfigError(f"config file not found: {candidates[0]}")
+    candidates += [Path("chronorag.toml"), data_dir / "chronorag.toml"]
+    for cand in candidates:
+        if cand is not None and Path(cand).is_file():
+            file_values = _read_toml(Path(cand))
+            bad = set(file_values) - set(_FIELD_TYPES)
+            if bad:
+                raise ConfigError(f"{cand}: unknown setting(s): {', '.join(sorted(bad))}")
+            values.update(file_values)
+            break
+    values.update(env_values)
+    values.update(explicit)
+    settings = replace(Settings(), **{k: _coerce(k, v) for k, v in values.items()})
+    return settings.validate()

@@ -1,0 +1,214 @@
+"""The facade the CLI, the REST API and the evals share: ``insert`` / ``delete`` / ``retrieve``.
+
+It owns one store and the derived indexes built from it, and keeps them in step: every write goes
+to the store first, then each index catches up from the store's change log under a data-directory
+lock, so two processes never write the same index files and a crash only leaves an index behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from chronorag.config import Settings, load_settings
+from chronorag.indexing import DerivedIndex, catch_up
+from chronorag.ingest.pipeline import IngestReport, ingest_documents
+from chronorag.store import Store
+from chronorag.types import Document, LoadError, SearchFilters, SearchHit
+
+
+class DataDirLocked(RuntimeError):
+    """Another process is writing to this data directory."""
+
+
+class ChronoRAG:
+    def __init__(self, settings: Settings | None = None, embedder=None) -> None:
+        self.settings = settings or load_settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings.store_path)
+        self._embedder = embedder
+        self._bm25 = None
+        self._dense = None
+        self._retriever = None
+
+    # ------------------------------------------------------------ components
+    @property
+    def bm25(self):
+        if self._bm25 is None:
+            from chronorag.retrieval.bm25_segments import SegmentedBM25
+            from chronorag.retrieval.tokenize import Tokenizer
+
+            self._bm25 = SegmentedBM25(self.settings.data_dir / "bm25", Tokenizer())
+        return self._bm25
+
+    @property
+    def embedder(self):
+        if self._embedder is None and self.settings.dense_enabled:
+            from chronorag.retrieval.embedder import load_embedder
+
+            self._embedder = load_embedder(self.settings.embedder)
+        return self._embedder
+
+    @property
+    def dense(self):
+        if self._dense is None and self.settings.dense_enabled:
+            from chronorag.retrieval.dense_index import DenseIndex
+
+            self._dense = DenseIndex(
+                self.settings.data_dir / "dense",
+                self.embedder,
+                self.store,
+                kind=self.settings.dense_kind,
+            )
+        return self._dense
+
+    def indexes(self) -> list[DerivedIndex]:
+        return [ix for ix in (self.bm25, self.dense) if ix is not None]
+
+    @property
+    def retriever(self):
+        if self._retriever is None:
+            from chronorag.retrieval.hybrid import HybridConfig, HybridRetriever
+
+            searchers = {"bm25": self.bm25}
+            if self.dense is not None:
+                searchers["dense"] = self.dense
+            self._retriever = HybridRetriever(
+                self.store,
+                searchers,
+                HybridConfig(rrf_k=self.settings.rrf_k, candidate_depth=self.settings.candidate_depth),
+            )
+        return self._retriever
+
+    # --------------------------------------------------------------- locking
+    @contextmanager
+    def _write_lock(self, wait: bool = True) -> Iterator[bool]:
+        """Exclusive lock on the data directory; yields False if ``wait`` is off and it is taken."""
+        path = self.settings.data_dir / ".write.lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- verbs
+    def sync(self, report: IngestReport | None = None, progress: Callable | None = None) -> None:
+        """Bring every derived index in step with the store (also what start-up recovery does)."""
+        with self._write_lock() as _:
+            self._sync_locked(report, progress)
+
+    def _sync_locked(self, report: IngestReport | None, progress: Callable | None) -> None:
+        for index in self.indexes():
+            t0 = time.perf_counter()
+            catch_up(self.store, index, progress=progress)
+            if report is not None:
+                report.add_time(index.name, time.perf_counter() - t0)
+
+    def insert(
+        self,
+        records: Iterable[Document | LoadError],
+        progress: Callable[[int], None] | None = None,
+        index_progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Ingest documents (new, changed or unchanged) and update every index."""
+        s = self.settings
+        with self._write_lock():
+            report = ingest_documents(
+                self.store,
+                records,
+                chunk_size=s.chunk_size,
+                chunk_overlap=s.chunk_overlap,
+                batch_size=s.ingest_batch,
+                workers=s.workers,
+                progress=progress,
+            )
+            self._sync_locked(report, index_progress)
+        return report
+
+    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+        """Remove documents from the store and every index; returns the ids that existed."""
+        with self._write_lock():
+            deleted = self.store.delete_documents(doc_ids)
+            self._sync_locked(None, None)
+        return deleted
+
+    def retrieve(
+        self,
+        question: str,
+        top_k: int = 8,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        doc_ids: Iterable[str] | None = None,
+        sources: Iterable[str] | None = None,
+        retrievers: Sequence[str] | None = None,
+    ) -> list[SearchHit]:
+        """Hybrid retrieval (BM25 + dense, fused with RRF) under optional filters."""
+        if not question or not question.strip():
+            raise ValueError("question is empty")
+        if since and until and since > until:
+            raise ValueError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+        self._catch_up_if_free()
+        filters = SearchFilters(
+            since=since,
+            until=until,
+            doc_ids=frozenset(doc_ids) if doc_ids else None,
+            sources=frozenset(sources) if sources else None,
+        )
+        return self.retriever.search(question, top_k=top_k, filters=filters, use=tuple(retrievers) if retrievers else None)
+
+    def _catch_up_if_free(self) -> None:
+        """Readers catch indexes up when no writer holds the directory; else they read what is committed."""
+        behind = any(ix.applied_seq < self.store.max_seq() for ix in self.indexes())
+        if not behind:
+            return
+        with self._write_lock(wait=False) as got:
+            if got:
+                self._sync_locked(None, None)
+
+    def merge(self) -> None:
+        """Compact BM25 delta segments into one main segment now (normally done in the background)."""
+        with self._write_lock():
+            self.bm25.merge()
+
+    def stats(self) -> dict:
+        counts = self.store.counts()
+        first, last = self.store.time_range()
+        out: dict = {
+            "data_dir": str(Path(self.settings.data_dir).resolve()),
+            **counts,
+            "published_from": first,
+            "published_to": last,
+            "indexes": {},
+        }
+        for index in self.indexes():
+            info = {"applied_seq": index.applied_seq}
+            if hasattr(index, "stats"):
+                info.update(index.stats())
+            out["indexes"][index.name] = info
+        out["disk_bytes"] = sum(
+            p.stat().st_size for p in Path(self.settings.data_dir).rglob("*") if p.is_file()
+        )
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "ChronoRAG":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,66 @@
+"""The contract between the store and every derived index, and the catch-up loop that drives it.
+
+An index remembers the last change-log sequence it applied (persisted together with its data,
+atomically). On start-up, and after every ingestion, :func:`catch_up` feeds it what it missed, so
+a crash at any point leaves an index that is merely behind, never wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from chronorag.store import Change, Store
+from chronorag.types import Chunk
+
+
+class DerivedIndex(Protocol):
+    """Anything rebuilt from the store: BM25 segments, FAISS, the temporal graph, KV caches."""
+
+    name: str
+
+    @property
+    def applied_seq(self) -> int: ...
+
+    def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
+        """Add chunks and drop chunk ids (in memory); nothing is durable until :meth:`commit`."""
+
+    def commit(self, seq: int) -> None:
+        """Persist the index together with ``seq`` atomically."""
+
+    def reset(self) -> None:
+        """Forget everything (before a full rebuild from the store)."""
+
+
+def net_changes(changes: Sequence[Change]) -> tuple[list[int], list[int]]:
+    """Collapse a window of the log into (chunk ids to add, chunk ids to delete).
+
+    A chunk added and deleted inside the same window is neither; ids are never reused, so the
+    last op per id decides.
+    """
+    last: dict[int, str] = {}
+    first: dict[int, str] = {}
+    for ch in changes:
+        first.setdefault(ch.chunk_id, ch.op)
+        last[ch.chunk_id] = ch.op
+    adds = [cid for cid, op in last.items() if op == "add"]
+    dels = [cid for cid, op in last.items() if op == "del" and first[cid] != "add"]
+    return adds, dels
+
+
+def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=None) -> int:
+    """Apply the store's changes the index has not seen; returns how many log entries were applied."""
+    applied = 0
+    while True:
+        changes = store.changes_since(index.applied_seq, limit=batch)
+        if not changes:
+            return applied
+        add_ids, del_ids = net_changes(changes)
+        chunks = store.get_chunks(add_ids)
+        # A chunk added in this window may already be gone (deleted later): skip it.
+        added = [chunks[c] for c in add_ids if c in chunks]
+        index.apply(added, del_ids)
+        index.commit(changes[-1].seq)
+        applied += len(changes)
+        if progress is not None:
+            progress(len(changes))

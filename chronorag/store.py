@@ -1,0 +1,384 @@
+"""The document/chunk store: SQLite (WAL), the single source of truth.
+
+Every derived index (BM25 segments, FAISS, later the graph and KV caches) is rebuilt or caught up
+from this store. Writes append to a change log (``changes``) inside the same transaction that
+changes the data, so an index only has to remember the last sequence number it applied.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from chronorag.types import Chunk, ChunkDraft, Document, SearchFilters
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id        TEXT PRIMARY KEY,
+    source        TEXT NOT NULL DEFAULT '',
+    title         TEXT,
+    published_at  TEXT,
+    published_ts  REAL,
+    content_hash  TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    ingested_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id        TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ord           INTEGER NOT NULL,
+    text          TEXT NOT NULL,
+    char_start    INTEGER NOT NULL,
+    char_end      INTEGER NOT NULL,
+    n_tokens      INTEGER NOT NULL,
+    published_ts  REAL,
+    source        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
+CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(published_ts);
+CREATE TABLE IF NOT EXISTS embeddings (
+    chunk_id  INTEGER NOT NULL REFERENCES chunks(chunk_id) ON DELETE CASCADE,
+    model     TEXT NOT NULL,
+    vec       BLOB NOT NULL,
+    PRIMARY KEY (chunk_id, model)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    op        TEXT NOT NULL CHECK (op IN ('add', 'del')),
+    chunk_id  INTEGER NOT NULL,
+    doc_id    TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log: a chunk that appeared ('add') or disappeared ('del')."""
+
+    seq: int
+    op: str
+    chunk_id: int
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """A document to store with its chunks; ``content_hash`` decides whether anything changed."""
+
+    document: Document
+    content_hash: str
+    chunks: Sequence[ChunkDraft]
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Store:
+    """Thread-safe handle on one SQLite database; one writer at a time (SQLite's rule)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction for extensions that keep their own tables here (e.g. the graph's facts)."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """Read-only SQL for extensions; returns all rows."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def executescript(self, script: str) -> None:
+        """Create an extension's tables (idempotent DDL)."""
+        with self._lock:
+            self._conn.executescript(script)
+
+    # ------------------------------------------------------------------ writes
+    def content_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """Stored content hash per known document id (unknown ids are absent)."""
+        ids = list(doc_ids)
+        out: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({marks})", part
+                )
+                out.update(dict(rows.fetchall()))
+        return out
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> dict[str, str]:
+        """Insert or replace documents with their chunks in ONE transaction.
+
+        Returns ``{doc_id: 'new' | 'changed' | 'unchanged'}``. A document whose stored hash equals
+        ``content_hash`` is left untouched, so re-running an ingestion never duplicates work.
+        """
+        outcome: dict[str, str] = {}
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for w in writes:
+                    doc = w.document
+                    row = cur.execute(
+                        "SELECT content_hash FROM documents WHERE doc_id = ?", (doc.doc_id,)
+                    ).fetchone()
+                    if row is not None and row[0] == w.content_hash:
+                        outcome[doc.doc_id] = "unchanged"
+                        continue
+                    if row is not None:
+                        self._delete_doc_rows(cur, doc.doc_id)
+                    cur.execute(
+                        "INSERT INTO documents(doc_id, source, title, published_at, published_ts,"
+                        " content_hash, text, metadata) VALUES (?,?,?,?,?,?,?,?)",
+                        (
+                            doc.doc_id,
+                            doc.source,
+                            doc.title,
+                            doc.published_at.isoformat() if doc.published_at else None,
+                            _ts(doc.published_at),
+                            w.content_hash,
+                            doc.text,
+                            json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True),
+                        ),
+                    )
+                    ts = _ts(doc.published_at)
+                    for c in w.chunks:
+                        cur.execute(
+                            "INSERT INTO chunks(doc_id, ord, text, char_start, char_end, n_tokens,"
+                            " published_ts, source) VALUES (?,?,?,?,?,?,?,?)",
+                            (doc.doc_id, c.ord, c.text, c.char_start, c.char_end, c.n_tokens, ts,
+                             doc.source),
+                        )
+                        cur.execute(
+                            "INSERT INTO changes(op, chunk_id, doc_id) VALUES ('add', ?, ?)",
+                            (cur.lastrowid, doc.doc_id),
+                        )
+                    outcome[doc.doc_id] = "changed" if row is not None else "new"
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return outcome
+
+    def delete_documents(self, doc_ids: Iterable[str]) -> list[str]:
+        """Delete documents, their chunks and embeddings; returns the ids that existed."""
+        deleted: list[str] = []
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for doc_id in doc_ids:
+                    if cur.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone():
+                        self._delete_doc_rows(cur, doc_id)
+                        deleted.append(doc_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return deleted
+
+    @staticmethod
+    def _delete_doc_rows(cur: sqlite3.Cursor, doc_id: str) -> None:
+        cur.execute(
+            "INSERT INTO changes(op, chunk_id, doc_id) SELECT 'del', chunk_id, doc_id FROM chunks"
+            " WHERE doc_id = ? ORDER BY chunk_id",
+            (doc_id,),
+        )
+        cur.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def put_embeddings(self, model: str, vectors: dict[int, np.ndarray]) -> None:
+        """Cache embeddings so an index rebuild never re-embeds. Vectors of deleted chunks are dropped."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO embeddings(chunk_id, model, vec)"
+                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE chunk_id = ?)",
+                    [
+                        (cid, model, np.asarray(v, dtype=np.float32).tobytes(), cid)
+                        for cid, v in vectors.items()
+                    ],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------- reads
+    def max_seq(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return int(row[0])
+
+    def changes_since(self, seq: int, limit: int | None = None) -> list[Change]:
+        sql = "SELECT seq, op, chunk_id, doc_id FROM changes WHERE seq > ? ORDER BY seq"
+        args: tuple = (seq,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (seq, limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [Change(*r) for r in rows]
+
+    def embeddings(self, model: str, chunk_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(chunk_ids), 500):
+                part = list(chunk_ids[start : start + 500])
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    f"SELECT chunk_id, vec FROM embeddings WHERE model = ? AND chunk_id IN ({marks})",
+                    [model, *part],
+                ).fetchall()
+                for cid, blob in rows:
+                    out[cid] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
+        out: dict[int, Chunk] = {}
+        with self._lock:
+            for start in range(0, len(chunk_ids), 500):
+                part = [int(c) for c in chunk_ids[start : start + 500]]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    "SELECT c.chunk_id, c.doc_id, c.ord, c.text, c.char_start, c.char_end,"
+                    " c.n_tokens, d.published_at, c.source FROM chunks c JOIN documents d"
+                    f" USING (doc_id) WHERE c.chunk_id IN ({marks})",
+                    part,
+                ).fetchall()
+                for r in rows:
+                    out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
+        return out
+
+    def iter_chunks(self, batch_size: int = 2000) -> Iterator[list[Chunk]]:
+        """All live chunks in id order, in batches (for index rebuilds)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT c.chunk_id, c.doc_id, c.ord, c.text, c.char_start, c.char_end,"
+                    " c.n_tokens, d.published_at, c.source FROM chunks c JOIN documents d"
+                    " USING (doc_id) WHERE c.chunk_id > ? ORDER BY c.chunk_id LIMIT ?",
+                    (last, batch_size),
+                ).fetchall()
+            if not rows:
+                return
+            yield [Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8]) for r in rows]
+            last = rows[-1][0]
+
+    def live_chunk_ids(self) -> np.ndarray:
+        with self._lock:
+            rows = self._conn.execute("SELECT chunk_id FROM chunks ORDER BY chunk_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def chunk_ids_matching(self, filters: SearchFilters) -> np.ndarray:
+        """Chunk ids that pass ``filters`` (sorted). Undated chunks fail any time bound."""
+        where, args = [], []
+        if filters.since is not None:
+            where.append("published_ts >= ?")
+            args.append(filters.since.timestamp())
+        if filters.until is not None:
+            where.append("published_ts <= ?")
+            args.append(filters.until.timestamp())
+        for column, values in (("doc_id", filters.doc_ids), ("source", filters.sources)):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(sorted(values))
+        sql = "SELECT chunk_id FROM chunks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY chunk_id"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def get_document(self, doc_id: str) -> Document | None:
+        with self._lock:
+            r = self._conn.execute(
+                "SELECT doc_id, text, published_at, title, source, metadata FROM documents"
+                " WHERE doc_id = ?",
+                (doc_id,),
+            ).fetchone()
+        if r is None:
+            return None
+        return Document(r[0], r[1], _from_iso(r[2]), r[3], r[4], json.loads(r[5]))
+
+    def doc_chunk_ids(self, doc_id: str) -> list[int]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY ord", (doc_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            q = self._conn.execute
+            return {
+                "documents": q("SELECT COUNT(*) FROM documents").fetchone()[0],
+                "undated_documents": q(
+                    "SELECT COUNT(*) FROM documents WHERE published_at IS NULL"
+                ).fetchone()[0],
+                "chunks": q("SELECT COUNT(*) FROM chunks").fetchone()[0],
+                "embeddings": q("SELECT COUNT(*) FROM embeddings").fetchone()[0],
+                "tokens": q("SELECT COALESCE(SUM(n_tokens), 0) FROM chunks").fetchone()[0],
+                "change_seq": q("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0],
+            }
+
+    def time_range(self) -> tuple[str | None, str | None]:
+        with self._lock:
+            r = self._conn.execute(
+                "SELECT published_at FROM documents WHERE published_ts ="
+                " (SELECT MIN(published_ts) FROM documents) LIMIT 1"
+            ).fetchone()
+            s = self._conn.execute(
+                "SELECT published_at FROM documents WHERE published_ts ="
+                " (SELECT MAX(published_ts) FROM documents) LIMIT 1"
+            ).fetchone()
+        return (r[0] if r else None, s[0] if s else None)

@@ -1,0 +1,1 @@
+"""Evaluation suite for CRUD-style benchmarks. Not built yet; see benchmarks/ for measurements."""

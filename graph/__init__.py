@@ -1,0 +1,1 @@
+"""Temporal knowledge graph (entities, timestamped facts, time hierarchy). Not built yet."""

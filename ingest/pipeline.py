@@ -1,0 +1,195 @@
+"""The incremental ingest job: documents in, chunks in the store, nothing done twice.
+
+Each batch of documents is hashed, compared with the store, chunked only if new or changed, and
+written in one store transaction. Indexes are not touched here: they catch up from the store's
+change log afterwards (see chronorag.indexing), which is what makes a kill -9 at any point safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from chronorag.store import DocumentWrite, Store
+from chronorag.types import ChunkDraft, Document, LoadError
+
+_worker_chunker = None
+
+
+@dataclass
+class IngestReport:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    chunks: int = 0
+    errors: list[LoadError] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    @property
+    def documents(self) -> int:
+        return self.new + self.changed + self.unchanged
+
+    def summary_line(self) -> str:
+        return (
+            f"docs new={self.new} changed={self.changed} unchanged={self.unchanged} "
+            f"failed={self.failed} chunks_written={self.chunks}"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "chunks_written": self.chunks,
+            "errors": [
+                {"source": e.source, "line": e.line, "doc_id": e.doc_id, "message": e.message}
+                for e in self.errors
+            ],
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+        }
+
+
+def content_hash(doc: Document, chunker_signature: str) -> str:
+    """Everything that changes what we store for a document, including how it is chunked."""
+    payload = json.dumps(
+        [
+            doc.text,
+            doc.title,
+            doc.published_at.isoformat() if doc.published_at else None,
+            doc.source,
+            doc.metadata,
+            chunker_signature,
+        ],
+        ensure_ascii=False,
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _init_worker(chunk_size: int, chunk_overlap: int) -> None:
+    global _worker_chunker
+    from chronorag.ingest.chunker import Chunker
+
+    _worker_chunker = Chunker(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+
+
+def _split_in_worker(texts: list[str]) -> list[list[ChunkDraft]]:
+    assert _worker_chunker is not None
+    return [_worker_chunker.split(t) for t in texts]
+
+
+class _ChunkRunner:
+    """Chunks a batch in-process or across a fork pool (chunking dominates ingest CPU time)."""
+
+    def __init__(self, chunk_size: int, chunk_overlap: int, workers: int) -> None:
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._local = None
+
+    def __enter__(self) -> "_ChunkRunner":
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_worker,
+                initargs=(self.chunk_size, self.chunk_overlap),
+            )
+        else:
+            from chronorag.ingest.chunker import Chunker
+
+            self._local = Chunker(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def split(self, texts: list[str]) -> list[list[ChunkDraft]]:
+        if self._pool is None:
+            return [self._local.split(t) for t in texts]
+        step = max(1, len(texts) // (self.workers * 4))
+        parts = [texts[i : i + step] for i in range(0, len(texts), step)]
+        out: list[list[ChunkDraft]] = []
+        for res in self._pool.map(_split_in_worker, parts):
+            out.extend(res)
+        return out
+
+
+def ingest_documents(
+    store: Store,
+    records: Iterable[Document | LoadError],
+    chunk_size: int = 256,
+    chunk_overlap: int = 32,
+    batch_size: int = 512,
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Store new and changed documents with their chunks; report what happened to each."""
+    report = IngestReport()
+    signature = f"chunker:v1:{chunk_size}:{chunk_overlap}"
+    source_iter = iter(records)
+    with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
+        while True:
+            t0 = time.perf_counter()
+            batch = []
+            for item in source_iter:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    break
+            report.add_time("parse", time.perf_counter() - t0)
+            if not batch:
+                break
+            _ingest_batch(store, batch, runner, signature, report)
+            if progress is not None:
+                progress(len(batch))
+    return report
+
+
+def _ingest_batch(
+    store: Store, batch: list, runner: _ChunkRunner, signature: str, report: IngestReport
+) -> None:
+    docs: dict[str, Document] = {}
+    for item in batch:
+        if isinstance(item, LoadError):
+            report.failed += 1
+            report.errors.append(item)
+        else:
+            docs[item.doc_id] = item  # the last version of an id within a batch wins
+    if not docs:
+        return
+    hashes = {doc_id: content_hash(doc, signature) for doc_id, doc in docs.items()}
+    stored = store.content_hashes(docs)
+    todo = [d for d in docs.values() if stored.get(d.doc_id) != hashes[d.doc_id]]
+    report.unchanged += len(docs) - len(todo)
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    drafts = runner.split([d.text for d in todo])
+    report.add_time("chunk", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    writes = [DocumentWrite(d, hashes[d.doc_id], ch) for d, ch in zip(todo, drafts)]
+    outcome = store.write_documents(writes)
+    report.add_time("store", time.perf_counter() - t0)
+    for w in writes:
+        state = outcome[w.document.doc_id]
+        if state == "new":
+            report.new += 1
+        elif state == "changed":
+            report.changed += 1
+        else:
+            report.unchanged += 1
+            continue
+        report.chunks += len(w.chunks)

@@ -1,0 +1,1 @@
+"""Per-chunk KV caches and their reuse at generation time. Not built yet."""

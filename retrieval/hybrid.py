@@ -1,0 +1,90 @@
+"""Hybrid search: each retriever ranks the allowed chunks, RRF fuses them, the store fills in the text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from chronorag.retrieval.fusion import rrf_fuse
+from chronorag.store import Store
+from chronorag.types import SearchFilters, SearchHit
+
+
+class Searcher(Protocol):
+    """What a retriever offers fusion: the best ``k`` allowed chunk ids with their own scores."""
+
+    def search(
+        self, query: str, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    rrf_k: int = 60
+    candidate_depth: int = 100
+
+
+class HybridRetriever:
+    def __init__(
+        self, store: Store, searchers: Mapping[str, Searcher], config: HybridConfig = HybridConfig()
+    ) -> None:
+        self.store = store
+        self.searchers = dict(searchers)
+        self.config = config
+
+    def search(
+        self,
+        query: str,
+        top_k: int = 8,
+        filters: SearchFilters | None = None,
+        use: tuple[str, ...] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> list[SearchHit]:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        names = [n for n in (use or tuple(self.searchers)) if n in self.searchers]
+        unknown = set(use or ()) - set(self.searchers)
+        if unknown:
+            raise ValueError(f"unknown retriever(s): {', '.join(sorted(unknown))}")
+        allowed = None
+        if filters is not None and not filters.is_empty:
+            allowed = self.store.chunk_ids_matching(filters)
+            if allowed.size == 0:
+                return []
+        depth = max(top_k, self.config.candidate_depth)
+        rankings: dict[str, list[int]] = {}
+        own_scores: dict[str, dict[int, float]] = {}
+        for name in names:
+            ids, scores = self.searchers[name].search(query, depth, allowed)
+            rankings[name] = [int(i) for i in ids]
+            own_scores[name] = {int(i): float(s) for i, s in zip(ids, scores)}
+        if len(names) == 1:
+            name = names[0]
+            fused = [(cid, own_scores[name][cid]) for cid in rankings[name]]
+        else:
+            fused = rrf_fuse(rankings, k=self.config.rrf_k, weights=weights)
+        fused = fused[:top_k]
+        chunks = self.store.get_chunks([cid for cid, _ in fused])
+        hits: list[SearchHit] = []
+        for cid, score in fused:
+            chunk = chunks.get(cid)
+            if chunk is None:  # deleted between index and store read; indexes catch up later
+                continue
+            hit = SearchHit(
+                chunk_id=cid,
+                doc_id=chunk.doc_id,
+                published_at=chunk.published_at,
+                score=float(score),
+                text=chunk.text,
+                source=chunk.source,
+                ord=chunk.ord,
+            )
+            for name in names:
+                if cid in own_scores[name]:
+                    hit.scores[name] = own_scores[name][cid]
+                    hit.ranks[name] = rankings[name].index(cid) + 1
+            hits.append(hit)
+        return hits

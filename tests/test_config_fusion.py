@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from chronorag.config import ConfigError, load_settings
+from chronorag.retrieval.fusion import rrf_fuse
+
+
+def test_precedence_flag_env_file_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[chronorag]\nchunk_size = 128\nrrf_k = 10\ndata_dir = "from-file"\n')
+    s = load_settings(config_file=cfg, env={})
+    assert (s.chunk_size, s.rrf_k, s.data_dir) == (128, 10, Path("from-file"))
+    s = load_settings(config_file=cfg, env={"CHRONORAG_RRF_K": "20"})
+    assert s.rrf_k == 20 and s.chunk_size == 128
+    s = load_settings(config_file=cfg, env={"CHRONORAG_RRF_K": "20"}, rrf_k=30, chunk_size=None)
+    assert s.rrf_k == 30 and s.chunk_size == 128
+    assert load_settings(env={}).chunk_size == 256
+
+
+def test_config_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(config_file=tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("chunk_size = [")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(config_file=bad, env={})
+    bad.write_text("chunk_sise = 3\n")
+    with pytest.raises(ConfigError, match="unknown"):
+        load_settings(config_file=bad, env={})
+    with pytest.raises(ConfigError, match="chunk_overlap"):
+        load_settings(env={}, chunk_size=64, chunk_overlap=64)
+    with pytest.raises(ConfigError, match="cannot use"):
+        load_settings(env={"CHRONORAG_CHUNK_SIZE": "big"})
+
+
+def test_rrf_formula_and_ties():
+    fused = rrf_fuse({"a": [1, 2, 3], "b": [3, 1]}, k=60)
+    scores = dict(fused)
+    assert scores[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert scores[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert scores[2] == pytest.approx(1 / 62)
+    assert [d for d, _ in fused] == [1, 3, 2]
+
+
+def test_rrf_weights_duplicates_and_bad_k():
+    fused = dict(rrf_fuse({"a": [1, 1, 2], "b": [2]}, k=1, weights={"b": 0.0}))
+    assert fused == {1: pytest.approx(1 / 2), 2: pytest.approx(1 / 3)}
+    with pytest.raises(ValueError):
+        rrf_fuse({"a": [1]}, k=0)

@@ -1,0 +1,128 @@
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from chronorag.indexing import catch_up, net_changes
+from chronorag.store import Change, DocumentWrite, Store
+from chronorag.types import ChunkDraft, Document, SearchFilters
+
+UTC = timezone.utc
+
+
+def _doc(doc_id, text="alpha beta", day=1, source="s"):
+    return Document(doc_id, text, datetime(2023, 8, day, tzinfo=UTC), title=None, source=source)
+
+
+def _write(store, doc, h, n_chunks=2):
+    drafts = [ChunkDraft(i, f"{doc.text} {i}", 0, len(doc.text), 3) for i in range(n_chunks)]
+    return store.write_documents([DocumentWrite(doc, h, drafts)])
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+def test_new_unchanged_changed(store):
+    assert _write(store, _doc("a"), "h1") == {"a": "new"}
+    assert _write(store, _doc("a"), "h1") == {"a": "unchanged"}
+    old = store.doc_chunk_ids("a")
+    assert _write(store, _doc("a", "gamma"), "h2", n_chunks=3) == {"a": "changed"}
+    new = store.doc_chunk_ids("a")
+    assert len(new) == 3 and not set(old) & set(new)
+    assert store.counts()["chunks"] == 3
+    ops = [(c.op, c.chunk_id) for c in store.changes_since(0)]
+    assert ops == [("add", old[0]), ("add", old[1]), ("del", old[0]), ("del", old[1])] + [
+        ("add", c) for c in new
+    ]
+
+
+def test_delete_removes_chunks_embeddings_and_logs(store):
+    _write(store, _doc("a"), "h")
+    _write(store, _doc("b"), "h")
+    ids = store.doc_chunk_ids("a")
+    store.put_embeddings("m", {ids[0]: np.ones(4, dtype=np.float32)})
+    assert store.delete_documents(["a", "missing"]) == ["a"]
+    assert store.get_document("a") is None
+    assert store.get_chunks(ids) == {}
+    assert store.embeddings("m", ids) == {}
+    assert store.counts()["documents"] == 1
+    assert [c.op for c in store.changes_since(0)][-2:] == ["del", "del"]
+
+
+def test_failed_transaction_leaves_nothing(store):
+    good = DocumentWrite(_doc("ok"), "h", [ChunkDraft(0, "x", 0, 1, 1)])
+    bad = DocumentWrite(_doc("bad"), "h", [ChunkDraft(0, None, 0, 1, 1)])  # NOT NULL violation
+    with pytest.raises(Exception):
+        store.write_documents([good, bad])
+    assert store.counts()["documents"] == 0 and store.max_seq() == 0
+
+
+def test_embeddings_roundtrip_and_dropped_for_unknown_chunk(store):
+    _write(store, _doc("a"), "h")
+    cid = store.doc_chunk_ids("a")[0]
+    vec = np.arange(4, dtype=np.float32)
+    store.put_embeddings("m", {cid: vec, 99999: vec})
+    got = store.embeddings("m", [cid, 99999])
+    assert list(got) == [cid] and np.array_equal(got[cid], vec)
+    assert store.embeddings("other-model", [cid]) == {}
+
+
+def test_filters(store):
+    _write(store, _doc("a", day=1, source="x"), "h")
+    _write(store, _doc("b", day=10, source="y"), "h")
+    store.write_documents([DocumentWrite(Document("u", "undated"), "h", [ChunkDraft(0, "u", 0, 1, 1)])])
+    since = datetime(2023, 8, 5, tzinfo=UTC)
+    ids = store.chunk_ids_matching(SearchFilters(since=since))
+    assert set(ids) == set(store.doc_chunk_ids("b"))
+    until = datetime(2023, 8, 5, tzinfo=UTC)
+    assert set(store.chunk_ids_matching(SearchFilters(until=until))) == set(store.doc_chunk_ids("a"))
+    assert set(store.chunk_ids_matching(SearchFilters(sources=frozenset({"y"})))) == set(store.doc_chunk_ids("b"))
+    assert set(store.chunk_ids_matching(SearchFilters(doc_ids=frozenset({"u"})))) == set(store.doc_chunk_ids("u"))
+    # time zones are compared as instants
+    tz8 = timezone(timedelta(hours=8))
+    assert set(store.chunk_ids_matching(SearchFilters(since=datetime(2023, 8, 10, 8, tzinfo=tz8)))) == set(
+        store.doc_chunk_ids("b")
+    )
+
+
+def test_net_changes():
+    log = [Change(1, "add", 1, "a"), Change(2, "add", 2, "a"), Change(3, "del", 1, "a"), Change(4, "del", 7, "b")]
+    adds, dels = net_changes(log)
+    assert adds == [2] and dels == [7]
+
+
+class _RecordingIndex:
+    name = "rec"
+
+    def __init__(self):
+        self.applied_seq = 0
+        self.ids: set[int] = set()
+        self.commits = 0
+
+    def apply(self, added, deleted):
+        self.ids |= {c.chunk_id for c in added}
+        self.ids -= set(deleted)
+
+    def commit(self, seq):
+        self.applied_seq = seq
+        self.commits += 1
+
+    def reset(self):
+        self.ids, self.applied_seq = set(), 0
+
+
+def test_catch_up_matches_store_in_small_batches(store):
+    idx = _RecordingIndex()
+    for i in range(5):
+        _write(store, _doc(f"d{i}"), "h")
+    catch_up(store, idx)
+    _write(store, _doc("d1", "changed"), "h2")
+    store.delete_documents(["d3"])
+    catch_up(store, idx, batch=3)
+    assert idx.ids == set(store.live_chunk_ids().tolist())
+    assert idx.applied_seq == store.max_seq()
+    assert catch_up(store, idx) == 0
