@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chronorag.cli import main
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHRONORAG_EMBEDDER", "none")  # BM25 only: no model load in these tests
+    monkeypatch.setenv("CHRONORAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "docs.jsonl"
+    lines = [
+        {"id": "a", "text": "Northwind Energy appointed Maria Lopez as chief executive.", "published_at": "2021-03-01"},
+        {"id": "b", "text": "Northwind Energy moved its headquarters to Riverton.", "published_at": "2022-06-15T09:00:00+02:00"},
+        {"id": "c", "text": "The city council approved a new tram line.", "title": "Tram"},
+    ]
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken json\n")
+    return tmp_path
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_retrieve_stats_delete(env, capsys):
+    code, out, err = _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    assert code == 0
+    assert "new=3" in out and "failed=1" in out
+    assert "docs.jsonl:4" in err  # the bad line is named with its line number
+    code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--json", "--top-k", "2")
+    res = json.loads(out)["results"]
+    assert code == 0 and res[0]["doc_id"] == "b"
+    assert {"chunk_id", "doc_id", "published_at", "score", "text"} <= set(res[0])
+    assert res[0]["published_at"] == "2022-06-15T09:00:00+02:00"
+    code, out, _ = _run(capsys, "retrieve", "Northwind", "--until", "2021", "--json")
+    assert [r["doc_id"] for r in json.loads(out)["results"]] == ["a"]
+    code, out, _ = _run(capsys, "retrieve", "Northwind headquarters")
+    assert code == 0 and "1. [2022-06-15] b" in out
+    code, out, _ = _run(capsys, "stats", "--json")
+    assert json.loads(out)["documents"] == 3
+    code, out, _ = _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    assert "unchanged=3" in out
+    code, out, _ = _run(capsys, "delete", "a", "zzz", "--json")
+    assert json.loads(out) == {"deleted": ["a"], "not_found": ["zzz"]}
+    code, out, _ = _run(capsys, "retrieve", "Maria Lopez chief executive", "--json")
+    assert "a" not in [r["doc_id"] for r in json.loads(out)["results"]]
+
+
+def test_questions_file(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    qf = env / "q.txt"
+    qf.write_text('tram line\n{"question": "Riverton headquarters", "id": 7}\n{"nope": 1}\n')
+    code, out, _ = _run(capsys, "retrieve", "--questions", str(qf), "--top-k", "1")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["results"][0]["doc_id"] == "c"
+    assert rows[1]["id"] == 7 and rows[1]["results"][0]["doc_id"] == "b"
+    assert "error" in rows[2] and code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ingest", "missing.jsonl"], "no such file"),
+        (["retrieve", "x", "--since", "2021-13-40"], "bad date"),
+        (["retrieve", "x", "--since", "2022", "--until", "2021"], "after"),
+        (["retrieve"], "either a question"),
+        (["retrieve", "x", "--top-k", "0"], "top-k"),
+        (["frobnicate"], "invalid choice"),
+        (["retrieve", "   "], "empty"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(env, capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_console_script_runs(env):
+    proc = subprocess.run([sys.executable, "-m", "chronorag.cli", "stats", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["documents"] == 0

@@ -1,0 +1,110 @@
+from datetime import datetime, timezone
+
+import pytest
+from fakes import HashingEmbedder
+
+from chronorag.config import load_settings
+from chronorag.engine import ChronoRAG
+from chronorag.types import Document
+
+UTC = timezone.utc
+WORDS = "river harbor copper lantern orchard meadow falcon glacier canyon prairie".split()
+
+
+def _docs():
+    docs = []
+    for i, w in enumerate(WORDS):
+        text = (f"The {w} report number {i}. " * 3) + f"Officials discussed the {w} budget in detail."
+        docs.append(Document(f"doc-{i}", text, datetime(2020 + i % 4, 1 + i, 5, tzinfo=UTC),
+                             source="even" if i % 2 == 0 else "odd"))
+    return docs
+
+
+@pytest.fixture
+def rag(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path / "data", chunk_size=64, chunk_overlap=8)
+    engine = ChronoRAG(settings, embedder=HashingEmbedder())
+    yield engine
+    engine.close()
+
+
+def _index_ids(rag):
+    bm25_ids, _ = rag.bm25.search(" ".join(WORDS + ["report", "budget", "new", "words"]), k=10_000)
+    dense_ids, _ = rag.dense.search("report budget", k=10_000)
+    return set(map(int, bm25_ids)), set(map(int, dense_ids))
+
+
+def test_insert_retrieve_and_fields(rag):
+    report = rag.insert(_docs())
+    assert (report.new, report.changed, report.unchanged, report.failed) == (10, 0, 0, 0)
+    hits = rag.retrieve("glacier budget", top_k=3)
+    assert hits[0].doc_id == "doc-7"
+    h = hits[0]
+    assert h.chunk_id > 0 and h.published_at == datetime(2023, 8, 5, tzinfo=UTC)
+    assert "glacier" in h.text and set(h.scores) == {"bm25", "dense"}
+    for mode in (["bm25"], ["dense"]):
+        assert rag.retrieve("glacier budget", top_k=1, retrievers=mode)[0].doc_id == "doc-7"
+
+
+def test_reingest_is_noop_and_indexes_agree_with_store(rag):
+    rag.insert(_docs())
+    seq = rag.store.max_seq()
+    embedded = rag.embedder.encoded
+    report = rag.insert(_docs())
+    assert report.unchanged == 10 and report.new == report.changed == 0
+    assert rag.store.max_seq() == seq and rag.embedder.encoded == embedded
+    live = set(rag.store.live_chunk_ids().tolist())
+    assert _index_ids(rag) == (live, live)
+
+
+def test_update_replaces_and_delete_removes_everywhere(rag):
+    rag.insert(_docs())
+    changed = Document("doc-3", "A completely new text about volcanoes and lava.", datetime(2024, 1, 1, tzinfo=UTC))
+    assert rag.insert([changed]).changed == 1
+    assert rag.retrieve("volcanoes lava", top_k=1)[0].doc_id == "doc-3"
+    assert all(h.doc_id != "doc-3" for h in rag.retrieve("prairie report", top_k=10))
+    assert rag.delete(["doc-3", "nope"]) == ["doc-3"]
+    assert all(h.doc_id != "doc-3" for h in rag.retrieve("volcanoes lava", top_k=10))
+    live = set(rag.store.live_chunk_ids().tolist())
+    assert _index_ids(rag) == (live, live)
+
+
+def test_filters(rag):
+    rag.insert(_docs())
+    since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)
+    hits = rag.retrieve("report budget", top_k=10, since=since, until=until)
+    assert hits and all(since <= h.published_at <= until for h in hits)
+    assert {h.doc_id for h in rag.retrieve("report", top_k=10, doc_ids=["doc-1", "doc-2"])} == {"doc-1", "doc-2"}
+    assert {h.source for h in rag.retrieve("report", top_k=10, sources=["odd"])} == {"odd"}
+    assert rag.retrieve("report", since=datetime(2030, 1, 1, tzinfo=UTC)) == []
+    with pytest.raises(ValueError):
+        rag.retrieve("report", since=until, until=since)
+    with pytest.raises(ValueError):
+        rag.retrieve("   ")
+
+
+def test_indexes_catch_up_after_restart(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path / "d", chunk_size=64, chunk_overlap=8)
+    first = ChronoRAG(settings, embedder=HashingEmbedder())
+    first.insert(_docs()[:5])
+    first.close()
+    # Another writer changes the store without touching the indexes (as a crash mid-sync would).
+    second = ChronoRAG(settings, embedder=HashingEmbedder())
+    from chronorag.ingest.pipeline import ingest_documents
+
+    ingest_documents(second.store, _docs()[5:], chunk_size=64, chunk_overlap=8)
+    second.store.delete_documents(["doc-0"])
+    second.close()
+    third = ChronoRAG(settings, embedder=HashingEmbedder())
+    assert third.retrieve("glacier", top_k=1)[0].doc_id == "doc-7"
+    live = set(third.store.live_chunk_ids().tolist())
+    assert _index_ids(third) == (live, live)
+    third.close()
+
+
+def test_stats(rag):
+    rag.insert(_docs())
+    s = rag.stats()
+    assert s["documents"] == 10 and s["chunks"] >= 10
+    assert s["indexes"]["bm25"]["applied_seq"] == s["change_seq"] == s["indexes"]["dense"]["applied_seq"]
+    assert s["published_from"].startswith("2020") and s["disk_bytes"] > 0
