@@ -105,17 +105,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from chronorag.ingest.loaders import load
+    from chronorag.ingest.loaders import guess_format, load
 
     if not args.path.exists():
         raise UsageError(f"no such file or directory: {args.path}")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be positive")
     settings = _settings(args, workers=args.workers, embedder="none" if args.no_dense else None)
-    default_tz = "Asia/Shanghai" if args.format == "crud" else settings.default_tz
     try:
-        records = load(args.path, args.format, default_tz=default_tz)
-    except ValueError as exc:
+        fmt = args.format or guess_format(args.path)
+        # CRUD-RAG is Chinese news: its naive times are Beijing time unless configured otherwise.
+        default_tz = "Asia/Shanghai" if fmt == "crud" and settings.default_tz == "UTC" else settings.default_tz
+        records = load(args.path, fmt, default_tz=default_tz)
+    except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     if args.limit:
         records = islice(records, args.limit)

@@ -1,0 +1,268 @@
+"""Turning the date strings real corpora carry into tz-aware datetimes, without ever guessing.
+
+Two entry points: :func:`parse_datetime` for a value that is meant to be a date (a ``published_at``
+field, front matter, a CLI bound) and fails loudly otherwise, and :func:`crud_header_date` for the
+free-form header of a CRUD-RAG news line, which finds a date if there is one and returns None if not.
+A header without a year (``7-20 16:03``, ``07月27日``) stays undated: picking a year would be inventing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+CRUD_BODY_MARK = re.compile(r"正文[：:]")
+MAX_CRUD_HEADER_CHARS = 400  # the longest real header is 220 characters
+BODY_DATE_WINDOW = 300  # how far into a body an explicit date may serve as the publication date
+
+_FIXED_ZONES = {"UTC": UTC, "Z": UTC, "GMT": UTC, "Asia/Shanghai": timezone(timedelta(hours=8), "CST")}
+
+
+class DateParseError(ValueError):
+    """A value that should be a date is not one (or names an impossible day or time)."""
+
+
+def resolve_tz(tz: str | tzinfo) -> tzinfo:
+    """A tzinfo from an IANA name ('Asia/Shanghai'), 'UTC', '+08:00', or a tzinfo itself."""
+    if isinstance(tz, tzinfo):
+        return tz
+    if not isinstance(tz, str):
+        raise ValueError(f"a time zone must be a name or a tzinfo, not {type(tz).__name__}")
+    name = tz.strip()
+    offset = _TZ_OFFSET.fullmatch(name)
+    if offset:
+        return _offset_tz(offset.group(0))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        if name in _FIXED_ZONES:  # a system without a tz database still knows these
+            return _FIXED_ZONES[name]
+        raise ValueError(f"unknown time zone {tz!r} "
+                         "(use an IANA name like 'Asia/Shanghai' or an offset like '+08:00')") from None
+
+
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
+_MONTH_NAME = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+               r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_WEEKDAY = r"(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
+
+# The date part of a whole-string value; each alternative names y/m/d (or mon).
+_DATE_FORMS = [
+    re.compile(r"(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})(?!\d)"),
+    re.compile(r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?=$|[Tt\s])"),
+    re.compile(r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]"),
+    re.compile(_WEEKDAY + r"(?P<d>\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH_NAME + r",?\s+(?P<y>\d{4})", re.I),
+    re.compile(_WEEKDAY + _MONTH_NAME + r"\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y>\d{4})", re.I),
+]
+_TIME_FORMS = [
+    re.compile(r"(?:[T\s]|,\s*)?\s*(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?"
+               r"(?:\s*(?P<ampm>[ap])\.?m\.?(?![a-z]))?", re.I),
+    re.compile(r"T(?P<H>\d{2})(?P<M>\d{2})(?P<S>\d{2})?(?:[.,](?P<f>\d{1,9}))?", re.I),
+    re.compile(r"\s*(?P<H>\d{1,2})\s*[时点](?:\s*(?P<M>\d{1,2})\s*分(?:\s*(?P<S>\d{1,2})\s*秒)?)?"),
+]
+_TZ_OFFSET = re.compile(r"[+-]\d{1,2}(?::?\d{2})?")
+_TZ_SUFFIX = re.compile(r"\s*(?:(?P<utc>Z|UTC|GMT)|(?:UTC|GMT)?\s*(?P<off>[+-]\d{1,2}(?::?\d{2})?))$", re.I)
+
+
+def _offset_tz(text: str) -> timezone:
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
+    if hours > 23 or minutes > 59:
+        raise DateParseError(f"time zone offset {text!r} is out of range")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def _normalise(value: str) -> str:
+    """Full-width digits/colons and odd spaces (NBSP, ideographic) to ASCII, runs of spaces to one."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", value)).strip()
+
+
+def _build(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0, us: int = 0,
+           tz: tzinfo | None = None) -> datetime:
+    """A datetime, or DateParseError naming what is out of range (month 13, 31 June, 25:00)."""
+    try:
+        return datetime(y, m, d, hh, mm, ss, us, tzinfo=tz)
+    except ValueError as exc:
+        raise DateParseError(str(exc)) from None
+
+
+def parse_datetime(value: str, default_tz: tzinfo | str = UTC) -> datetime:
+    """A tz-aware datetime from one date(-time) string; naive values are taken as ``default_tz``.
+
+    Accepts ISO-8601 (date, date-time, 'Z' or offset, basic ``20230811T151000``), ``YYYY/MM/DD``,
+    ``YYYY.MM.DD``, ``YYYYMMDD``, Chinese ``2023年8月11日 15:10`` / ``15时10分``, English
+    ``11 Aug 2023`` / ``August 11, 2023`` (optionally RFC-2822 style with weekday and offset), with
+    full-width digits, colons or spaces. The whole string must be a date: trailing words are an error.
+    """
+    if not isinstance(value, str):
+        raise DateParseError(f"expected a date string, got {type(value).__name__}")
+    text = _normalise(value)
+    if not text:
+        raise DateParseError("empty date")
+    for form in _DATE_FORMS:
+        m = form.match(text)
+        if m:
+            break
+    else:
+        raise DateParseError(
+            f"cannot read {value!r} as a date (expected e.g. 2023-08-11, 2023-08-11T15:10:00+08:00, "
+            "2023/08/11, 20230811, 2023年8月11日 15:10 or 11 Aug 2023)")
+    g = m.groupdict()
+    month = _MONTHS[g["mon"][:3].lower()] if g.get("mon") else int(g["m"])
+    year, day = int(g["y"]), int(g["d"])
+    rest = text[m.end():]
+    hh = mm = ss = us = 0
+    for form in _TIME_FORMS:
+        t = form.match(rest)
+        if t and t.group("H") is not None:
+            tg = t.groupdict()
+            hh, mm, ss = int(tg["H"]), int(tg["M"] or 0), int(tg["S"] or 0)
+            us = int((tg.get("f") or "0")[:6].ljust(6, "0"))
+            ampm = tg.get("ampm")
+            if ampm:
+                if not 1 <= hh <= 12:
+                    raise DateParseError(f"{value!r}: hour {hh} cannot take am/pm")
+                hh = hh % 12 + (12 if ampm.lower() == "p" else 0)
+            rest = rest[t.end():]
+            break
+    tz = resolve_tz(default_tz)
+    if rest.strip():
+        z = _TZ_SUFFIX.fullmatch(rest)
+        if not z:
+            raise DateParseError(f"cannot read {value!r} as a date: unexpected {rest.strip()!r} after the date")
+        tz = UTC if z.group("utc") else _offset_tz(z.group("off"))
+    try:
+        return _build(year, month, day, hh, mm, ss, us, tz)
+    except DateParseError as exc:
+        raise DateParseError(f"{value!r} is not a valid date: {exc}") from None
+
+
+SHANGHAI = resolve_tz("Asia/Shanghai")  # CRUD-RAG's naive times are Beijing time
+
+# --- CRUD-RAG headers -------------------------------------------------------------------------
+
+_TIME = r"(?:\s*(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
+# In the order tried; each real header shape in the corpus is covered by one (see tests/test_dates.py).
+_HEADER_FORMS = [
+    # 202307/2609:10:20 and 202307/25 05:01:02: year+month glued, then /day, then the time
+    re.compile(r"(?<!\d)(?P<y>\d{4})(?P<m>\d{2})/(?P<d>\d{2})\s*(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?"),
+    # 2023-08-11 15:10, 2023/07/28 16:52, 2023.07.28, [ 2023-07-28 16：40 ], 发布时间：2023-07-26 08:46:02
+    re.compile(r"(?<!\d)(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})(?!\d)" + _TIME),
+    # 2023年07月28日 18:14:59, 来源：新华网 | 2023年07月19日 20:27:42, [2023年07月20日]
+    re.compile(r"(?<!\d)(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]" + _TIME),
+    # 23-07-26 22:00: an explicit two-digit year, read as 20YY
+    re.compile(r"(?<![\d-])(?P<yy>\d{2})-(?P<m>\d{2})-(?P<d>\d{2})(?![\d-])" + _TIME),
+]
+_BODY_FORMS = [
+    re.compile(r"(?<!\d)(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]"),
+    re.compile(r"(?<!\d)(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})(?!\d)"),
+]
+# Headers that name a day but no year (7-20 16:03, 08/16 13:50, 07月27日 08:23, [07/19]).
+_YEARLESS_FORMS = [
+    re.compile(r"(?<![\d-])(?P<m>\d{1,2})-(?P<d>\d{1,2})(?![\d-])" + _TIME),
+    re.compile(r"(?<![\d/])(?P<m>\d{1,2})/(?P<d>\d{1,2})(?![\d/])" + _TIME),
+    re.compile(r"(?<!\d)(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]" + _TIME),
+]
+# A day named without its year in running text; the lookbehind skips the tail of a full date.
+_BODY_YEARLESS = re.compile(r"(?<![年\d])(?<!年 )(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]")
+
+
+def _matches(form: re.Pattern, text: str, tz: tzinfo):
+    """(position, datetime) for each match of ``form`` that is a real calendar date and time."""
+    for m in form.finditer(text):
+        g = m.groupdict()
+        year = 2000 + int(g["yy"]) if g.get("yy") else int(g["y"])
+        if not 1900 <= year <= 2100:
+            continue
+        try:
+            yield m.start(), _build(year, int(g["m"]), int(g["d"]), int(g.get("H") or 0),
+                                    int(g.get("M") or 0), int(g.get("S") or 0), tz=tz)
+        except DateParseError:
+            continue  # month 13, 2023-02-30, 25:00: not a date, keep looking
+
+
+def _header_date(header: str, tz: tzinfo) -> datetime | None:
+    for form in _HEADER_FORMS:  # form order: the most specific shape wins
+        for _, found in _matches(form, header, tz):
+            return found
+    return None
+
+
+def _yearless_day(header: str) -> tuple[int, int, int, int, int] | None:
+    """(month, day, hour, minute, second) of a header that names a day without its year."""
+    for form in _YEARLESS_FORMS:
+        for m in form.finditer(header):
+            g = m.groupdict()
+            parts = tuple(int(g[k] or 0) for k in ("m", "d", "H", "M", "S"))
+            if 1 <= parts[0] <= 12 and 1 <= parts[1] <= 31:
+                return parts  # type: ignore[return-value]
+    return None
+
+
+def split_crud_line(raw_line: str) -> tuple[str | None, str]:
+    """(header, body) at the first ``正文：``; (None, whole line) when there is no header mark."""
+    m = CRUD_BODY_MARK.search(raw_line, 0, MAX_CRUD_HEADER_CHARS + 3)
+    if m is None:
+        return None, raw_line.strip()
+    return raw_line[: m.start()], raw_line[m.end():].strip()
+
+
+def body_date(body: str, default_tz: tzinfo, month_day: tuple[int, int] | None = None) -> datetime | None:
+    """An explicit full date (year, month and day) near the start of a body that can stand for the
+    publication date, else None.
+
+    The earliest day the text names anchors it: when that is a full date, it is the answer; when it
+    is a day without a year (``7月25日电``, or ``month_day`` from a year-less header) only a full
+    date on that same day qualifies, so a cited date (``自2023年10月1日起施行``, a 2016 event) is
+    never taken for the day the article appeared.
+    """
+    window = _normalise(body[:BODY_DATE_WINDOW])
+    full = sorted((hit for form in _BODY_FORMS for hit in _matches(form, window, default_tz)),
+                  key=lambda hit: hit[0])
+    if not full:
+        return None
+    if month_day is None:
+        first_day = _BODY_YEARLESS.search(window)
+        if first_day is None or first_day.start() > full[0][0]:
+            return full[0][1]
+        month_day = (int(first_day.group("m")), int(first_day.group("d")))
+    for _, dt in full:
+        if (dt.month, dt.day) == month_day:
+            return dt
+    return None
+
+
+def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallback: bool = True
+                     ) -> tuple[datetime | None, str, str | None]:
+    """(published_at, body, how) for one raw CRUD-RAG line; ``how`` is 'header', 'body' or None.
+
+    The header (text before the first ``正文：``) is searched for a date with a year. Failing that,
+    the first ~300 characters of the body are searched for an explicit full date; when the header
+    gave a day without a year (``7-20 16:03``) the body date must fall on that day, and the header's
+    time of day is kept. Anything else is undated: no year is guessed, no clock is consulted.
+    ``body_fallback=False`` trusts headers only.
+    """
+    tz = default_tz or SHANGHAI
+    header, body = split_crud_line(raw_line)
+    partial = None
+    if header:
+        header = _normalise(header)
+        found = _header_date(header, tz)
+        if found is not None:
+            return found, body, "header"
+        partial = _yearless_day(header)
+    found = body_date(body, tz, partial[:2] if partial else None) if body_fallback else None
+    if found is None:
+        return None, body, None
+    if partial and _valid_time(*partial[2:]):  # the header's time of day, the body's year
+        found = found.replace(hour=partial[2], minute=partial[3], second=partial[4])
+    return found, body, "body"
+
+
+def _valid_time(hour: int, minute: int, second: int) -> bool:
+    return hour < 24 and minute < 60 and second < 60

@@ -1,0 +1,151 @@
+"""A directory of .txt/.md files as documents, dated by front matter or file name, never by mtime.
+
+A file's modification time says when it was copied, not when it was written, so a file with no date
+in its front matter or name is loaded undated rather than given a plausible-looking wrong date.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
+from chronorag.types import Document, LoadError
+
+TEXT_SUFFIXES = (".txt", ".md")
+DATE_KEYS = ("date", "published_at", "published", "pubdate")
+_FENCE = re.compile(r"(?:---|\.\.\.)[ \t]*")
+_KEY_VALUE = re.compile(r"([A-Za-z_][\w-]*)[ \t]*:[ \t]*(.*)")
+_HEADING = re.compile(r"#[ \t]+(.+?)[ \t#]*")
+# 2023-08-11-foo.md, 20230811_foo.txt, 2023_08_11 x.txt, report.2023.08.11.md: one separator, used twice.
+_NAME_DATE = re.compile(r"(?<!\d)(\d{4})([-_. ]?)(\d{2})\2(\d{2})(?!\d)")
+
+
+@dataclass
+class FrontMatter:
+    """The ``key: value`` lines of a leading ``---`` block, with where each key sat (1-based)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    body_start_line: int = 1  # first line after the closing fence
+
+
+def split_front_matter(text: str) -> tuple[FrontMatter, str]:
+    """(front matter, body). Only simple ``key: value`` lines are read (no PyYAML): list items,
+    indented continuations and comments are skipped. No closing fence means no front matter."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return FrontMatter(), text
+    for end in range(1, len(lines)):
+        if _FENCE.fullmatch(lines[end]):
+            break
+    else:
+        return FrontMatter(), text
+    fm = FrontMatter(body_start_line=end + 2)
+    for i in range(1, end):
+        m = _KEY_VALUE.fullmatch(lines[i].rstrip())
+        if m is None or lines[i][:1].isspace():
+            continue
+        key, value = m.group(1).lower(), _unquote(m.group(2).strip())
+        fm.values[key] = value
+        fm.lines[key] = i + 1
+    return fm, "\n".join(lines[end + 1:])
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def filename_date(name: str, tz: tzinfo) -> datetime | None:
+    """A date written into a file name (year 1900-2100, a real calendar day), else None."""
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    for m in _NAME_DATE.finditer(stem):
+        year, month, day = int(m.group(1)), int(m.group(3)), int(m.group(4))
+        if 1900 <= year <= 2100:
+            try:
+                return datetime(year, month, day, tzinfo=tz)
+            except ValueError:
+                continue
+    return None
+
+
+def markdown_title(body: str) -> str | None:
+    """The text of a leading ``# Heading`` (the first non-blank line), else None."""
+    for line in body.split("\n"):
+        if line.strip():
+            m = _HEADING.fullmatch(line.strip())
+            return m.group(1).strip() if m else None
+    return None
+
+
+def load_directory(path: str | os.PathLike, default_tz: str | tzinfo = UTC) -> Iterator[Document | LoadError]:
+    """Every .txt/.md file under ``path`` (recursively, sorted, hidden entries skipped) as a Document.
+
+    doc_id is the path relative to ``path`` with '/' separators; source is the directory's name.
+    Dates come from front matter (``date``/``published_at``/``published``/``pubdate``) or else the
+    file name; other front-matter keys go into metadata, with ``date_from`` saying where the date came
+    from. Undecodable, empty, unreadable files and bad front-matter dates are LoadErrors.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    return _iter_directory(root, resolve_tz(default_tz))
+
+
+def _text_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(TEXT_SUFFIXES):
+                yield Path(dirpath) / name
+
+
+def _iter_directory(root: Path, tz: tzinfo) -> Iterator[Document | LoadError]:
+    source_name = root.resolve().name
+    for file in _text_files(root):
+        yield _load_file(file, file.relative_to(root).as_posix(), source_name, tz)
+
+
+def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Document | LoadError:
+    where = str(file)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        return LoadError(where, None, doc_id, f"cannot read file: {exc.strerror or exc}")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return LoadError(where, 1, doc_id, "file is UTF-16 encoded; convert it to UTF-8")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return LoadError(where, line, doc_id, f"not valid UTF-8: byte 0x{raw[exc.start]:02x}")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    fm, body = split_front_matter(text)
+    body = body.strip()
+    if not body:
+        return LoadError(where, None, doc_id, "empty file" if not text.strip() else "no text after the front matter")
+    metadata: dict[str, str] = {k: v for k, v in fm.values.items() if v and k not in DATE_KEYS and k != "title"}
+    published_at = None
+    date_key = next((k for k in DATE_KEYS if fm.values.get(k)), None)
+    if date_key is not None:
+        try:
+            published_at = parse_datetime(fm.values[date_key], tz)
+        except DateParseError as exc:
+            return LoadError(where, fm.lines[date_key], doc_id, f"bad front-matter {date_key!r}: {exc}")
+        metadata["date_from"] = "front_matter"
+    else:
+        published_at = filename_date(file.name, tz)
+        if published_at is not None:
+            metadata["date_from"] = "filename"
+    title = fm.values.get("title") or None
+    if title is None and file.suffix.lower() == ".md":
+        title = markdown_title(body)
+    return Document(doc_id=doc_id, text=body, published_at=published_at, title=title,
+                    source=source_name, metadata=metadata)

@@ -1,0 +1,306 @@
+import gzip
+import json
+import os
+import tracemalloc
+import types
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from chronorag.ingest.loaders import guess_format, load, load_crud, load_directory, load_jsonl
+from chronorag.types import Document, LoadError
+
+UTC = timezone.utc
+SAMPLES = Path(__file__).resolve().parents[1] / "chronorag" / "samples"
+
+
+def _split(records):
+    records = list(records)
+    return ([r for r in records if isinstance(r, Document)], [r for r in records if isinstance(r, LoadError)])
+
+
+def _write_lines(path: Path, lines: list) -> Path:
+    """Each item is a dict (JSON-encoded), str (written as is) or bytes (raw)."""
+    out = b""
+    for item in lines:
+        if isinstance(item, dict):
+            item = json.dumps(item, ensure_ascii=False)
+        out += (item.encode("utf-8") if isinstance(item, str) else item) + b"\n"
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(out)
+    return path
+
+
+# --- JSONL ---------------------------------------------------------------------------------------
+
+def test_jsonl_good_records(tmp_path):
+    path = _write_lines(tmp_path / "news.jsonl", [
+        {"id": "a", "text": "Alpha.", "published_at": "2023-08-11", "title": " A ", "metadata": {"k": 1}},
+        {"id": "b", "text": "Beta.", "published_at": "2023-08-11T15:10:00+02:00", "source": "wire"},
+        {"id": "c", "text": "Gamma.", "published_at": None},
+        {"id": 7, "text": "Numeric id.", "published_at": ""},
+    ])
+    docs, errors = _split(load_jsonl(path))
+    assert errors == []
+    a, b, c, d = docs
+    assert a == Document("a", "Alpha.", datetime(2023, 8, 11, tzinfo=UTC), "A", "news", {"k": 1})
+    assert b.published_at.isoformat() == "2023-08-11T15:10:00+02:00" and b.source == "wire"
+    assert c.published_at is None and d.published_at is None and d.doc_id == "7"
+
+
+def test_jsonl_default_zone_applies_to_naive_values_only(tmp_path):
+    path = _write_lines(tmp_path / "x.jsonl", [
+        {"id": "a", "text": "t", "published_at": "2023-08-11 15:10"},
+        {"id": "b", "text": "t", "published_at": "2023-08-11T15:10Z"},
+    ])
+    a, b = load_jsonl(path, "Asia/Shanghai")
+    assert a.published_at.isoformat() == "2023-08-11T15:10:00+08:00"
+    assert b.published_at.isoformat() == "2023-08-11T15:10:00+00:00"
+
+
+def test_jsonl_every_bad_record_is_reported_with_its_line(tmp_path):
+    path = _write_lines(tmp_path / "bad.jsonl", [
+        b"\xef\xbb\xbf" + json.dumps({"id": "ok1", "text": "BOM before me is fine."}).encode(),  # 1
+        "{broken json",                                                        # 2
+        "[1, 2]",                                                              # 3
+        {"text": "no id"},                                                     # 4
+        {"id": "  ", "text": "blank id"},                                      # 5
+        {"id": ["x"], "text": "list id"},                                      # 6
+        {"id": "e1", "text": ""},                                              # 7
+        {"id": "e2", "text": " \n\t "},                                        # 8
+        {"id": "e3", "text": 42},                                              # 9
+        {"id": "e4"},                                                          # 10
+        {"id": "d1", "text": "bad date", "published_at": "2023-13-45"},        # 11
+        {"id": "d2", "text": "date as number", "published_at": 20230811},      # 12
+        {"id": "t1", "text": "title", "title": ["x"]},                         # 13
+        {"id": "m1", "text": "meta", "metadata": "not an object"},             # 14
+        b'{"id": "u1", "text": "caf\xe9"}',                                    # 15: latin-1 byte
+        "",                                                                    # 16: blank, skipped
+        "   ",                                                                 # 17: blank, skipped
+        {"id": "ok2", "text": "still loads"},                                  # 18
+        {"id": "ok1", "text": "duplicate of line 1"},                          # 19
+        "true",                                                                # 20
+    ])
+    docs, errors = _split(load_jsonl(path))
+    assert [d.doc_id for d in docs] == ["ok1", "ok2"]
+    assert docs[0].text == "BOM before me is fine."
+    got = {e.line: (e.doc_id, e.message) for e in errors}
+    assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20]
+    assert all(e.source == str(path) for e in errors)
+    expect = {
+        2: (None, "malformed JSON"), 3: (None, "expected a JSON object, got an array"),
+        4: (None, "missing 'id'"), 5: (None, "empty 'id'"), 6: (None, "'id' must be a string"),
+        7: ("e1", "empty 'text'"), 8: ("e2", "empty 'text'"), 9: ("e3", "'text' must be a string"),
+        10: ("e4", "missing 'text'"), 11: ("d1", "bad 'published_at'"), 12: ("d2", "'published_at' must be a string"),
+        13: ("t1", "'title' must be a string"), 14: ("m1", "'metadata' must be an object"),
+        15: ("u1", "not valid UTF-8: byte 0xe9"), 19: ("ok1", "duplicate id (first seen on line 1"),
+        20: (None, "got a boolean"),
+    }
+    for line, (doc_id, fragment) in expect.items():
+        assert got[line][0] == doc_id, line
+        assert fragment in got[line][1], (line, got[line][1])
+    assert "month must be in 1..12" in got[11][1]
+    assert str(errors[0]).startswith(f"{path}:2: malformed JSON")
+
+
+def test_jsonl_gz_and_crlf(tmp_path):
+    path = tmp_path / "news.jsonl.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b'{"id": "a", "text": "one", "published_at": "2022-01-02"}\r\n{"id": "b", "text": "two"}\r\n')
+    docs, errors = _split(load_jsonl(path))
+    assert errors == [] and [d.doc_id for d in docs] == ["a", "b"]
+    assert docs[0].published_at == datetime(2022, 1, 2, tzinfo=UTC) and docs[0].source == "news"
+
+
+def test_truncated_gz_keeps_what_was_read_and_reports_the_rest(tmp_path):
+    whole = b"".join(json.dumps({"id": f"d{i}", "text": "x" * 200}).encode() + b"\n" for i in range(400))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(whole)[:-40])
+    docs, errors = _split(load_jsonl(path))
+    assert len(docs) > 300 and len(errors) == 1
+    assert "cannot read past this point" in errors[0].message
+
+
+def test_utf16_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes('{"id": "a", "text": "x"}\n'.encode("utf-16"))
+    docs, errors = _split(load_jsonl(path))
+    assert docs == [] and len(errors) == 1 and "UTF-16" in errors[0].message and errors[0].line == 1
+
+
+def test_loading_streams(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as fh:
+        for i in range(3000):
+            fh.write(json.dumps({"id": f"d{i}", "text": "word " * 300}) + "\n")  # ~4.5 MB
+    records = load_jsonl(path)
+    assert isinstance(records, types.GeneratorType)
+    assert next(records).doc_id == "d0"
+    tracemalloc.start()
+    count = 1
+    for _ in records:
+        count += 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 3000
+    assert peak < 1_000_000, peak  # the file is 4.5 MB; only a line or two is ever held
+
+
+# --- CRUD-RAG --------------------------------------------------------------------------------------
+
+def test_load_crud(tmp_path):
+    path = _write_lines(tmp_path / "corpus.jsonl.gz", [
+        {"id": "f:0", "text": "[ 2023-07-28 16：40 ] ，正文：人民网柏林7月28日电 招待会举行。"},
+        {"id": "f:1", "text": "，正文：2023年7月26日，会议召开。"},
+        {"id": "f:2", "text": "7-20 16:03，正文：中新网7月20日电 某地发生事故。"},
+        {"id": "f:3", "text": "2023-08-11 15:10，正文：   "},
+        {"id": "f:4", "text": "，正文：2023年7月26日，会议召开。"},  # same text, distinct id: fine
+        {"id": "f:0", "text": "2023-07-29，正文：重复的编号。"},
+        {"text": "2023-07-29，正文：没有编号。"},
+    ])
+    docs, errors = _split(load_crud(path))
+    assert [d.doc_id for d in docs] == ["f:0", "f:1", "f:2", "f:4"]
+    d0, d1, d2, _ = docs
+    assert d0.text == "人民网柏林7月28日电 招待会举行。" and d0.source == "crud_rag"
+    assert d0.published_at.isoformat() == "2023-07-28T16:40:00+08:00" and d0.metadata == {"date_from": "header"}
+    assert d1.published_at.isoformat() == "2023-07-26T00:00:00+08:00" and d1.metadata == {"date_from": "body"}
+    assert d2.published_at is None and d2.metadata == {}
+    assert [(e.line, e.doc_id) for e in errors] == [(4, "f:3"), (6, "f:0"), (7, None)]
+    assert "empty body" in errors[0].message
+
+
+def test_load_dispatch_and_guessing(tmp_path):
+    crud = _write_lines(tmp_path / "corpus.jsonl", [{"id": "x:1", "text": "2023-07-27，正文：正文内容。"}])
+    plain = _write_lines(tmp_path / "plain.jsonl",
+                         [{"id": "a", "text": "正文：not a header here", "published_at": "2023-01-01"}])
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    (folder / "2023-08-11-a.md").write_text("# A\nbody")
+    assert guess_format(crud) == "crud" and guess_format(plain) == "jsonl" and guess_format(folder) == "dir"
+    (crud_doc,) = load(crud)
+    assert crud_doc.source == "crud_rag" and crud_doc.published_at.utcoffset() == timedelta(hours=8)
+    (plain_doc,) = load(plain)
+    assert plain_doc.published_at == datetime(2023, 1, 1, tzinfo=UTC)
+    (dir_doc,) = load(folder)
+    assert dir_doc.doc_id == "2023-08-11-a.md"
+    (forced,) = load(crud, "jsonl")
+    assert forced.text.startswith("2023-07-27，正文：")  # raw line kept as text when told it is plain JSONL
+    (utc_crud,) = load(crud, "crud", default_tz="UTC")
+    assert utc_crud.published_at.utcoffset() == timedelta(0)
+
+
+def test_load_argument_errors_are_raised_before_iteration(tmp_path):
+    good = _write_lines(tmp_path / "a.jsonl", [{"id": "a", "text": "t"}])
+    other = tmp_path / "notes.csv"
+    other.write_text("id,text\n")
+    with pytest.raises(ValueError, match="unknown input format 'xml'"):
+        load(good, "xml")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        load(other)
+    with pytest.raises(ValueError, match="reads a directory"):
+        load(good, "dir")
+    with pytest.raises(ValueError, match="reads a file"):
+        load(tmp_path, "jsonl")
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError):
+        load_jsonl(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="unknown time zone"):
+        load(good, "jsonl", default_tz="Nowhere/Land")
+
+
+# --- directories -----------------------------------------------------------------------------------
+
+def test_directory_front_matter_file_names_and_titles(tmp_path):
+    root = tmp_path / "notes"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    (root / "fm.md").write_text("---\ndate: 2023-08-11 09:30\ntitle: \"Front title\"\nauthor: Kim\n"
+                                "tags:\n  - a\n---\n# Heading\n\nBody text.\n")
+    (root / "2023-08-11-dash.md").write_text("# Dash heading #\nText.")
+    (root / "sub" / "20230812_compact.txt").write_text("# not a title in txt\nText.")
+    (root / "sub" / "deeper" / "2023_08_13 spaced.TXT").write_text("Text.")
+    (root / "nodate.txt").write_text("Just text.")
+    (root / "fm-beats-name-2020-01-01.md").write_text("---\npublished_at: 2023-08-14T10:00:00+02:00\n---\nText.")
+    (root / "unclosed.md").write_text("---\ndate: 2023-08-15\nno closing fence, so no front matter\n")
+    (root / "bad-name-2023-13-40.txt").write_text("Text.")
+    (root / ".hidden" / "2023-01-01.txt").write_text("hidden")
+    (root / ".dotfile.txt").write_text("hidden")
+    (root / "image.png").write_bytes(b"\x89PNG")
+    old = datetime(2001, 1, 1).timestamp()
+    os.utime(root / "nodate.txt", (old, old))
+    docs, errors = _split(load_directory(root))
+    assert errors == []
+    by_id = {d.doc_id: d for d in docs}
+    assert sorted(by_id) == [
+        "2023-08-11-dash.md", "bad-name-2023-13-40.txt", "fm-beats-name-2020-01-01.md", "fm.md", "nodate.txt",
+        "sub/20230812_compact.txt", "sub/deeper/2023_08_13 spaced.TXT", "unclosed.md"]
+    fm = by_id["fm.md"]
+    assert fm.published_at == datetime(2023, 8, 11, 9, 30, tzinfo=UTC)
+    assert fm.title == "Front title" and fm.text == "# Heading\n\nBody text."
+    assert fm.metadata == {"author": "Kim", "date_from": "front_matter"} and fm.source == "notes"
+    assert by_id["2023-08-11-dash.md"].title == "Dash heading"
+    assert by_id["2023-08-11-dash.md"].metadata == {"date_from": "filename"}
+    assert by_id["sub/20230812_compact.txt"].published_at == datetime(2023, 8, 12, tzinfo=UTC)
+    assert by_id["sub/20230812_compact.txt"].title is None
+    assert by_id["sub/deeper/2023_08_13 spaced.TXT"].published_at == datetime(2023, 8, 13, tzinfo=UTC)
+    assert by_id["fm-beats-name-2020-01-01.md"].published_at.isoformat() == "2023-08-14T10:00:00+02:00"
+    assert by_id["nodate.txt"].published_at is None  # mtime is never a date
+    assert by_id["bad-name-2023-13-40.txt"].published_at is None
+    assert by_id["unclosed.md"].published_at is None and by_id["unclosed.md"].text.startswith("---\ndate:")
+
+
+def test_directory_bad_files(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "a_ok.txt").write_text("fine")
+    (root / "b_latin1.txt").write_bytes("line one\nline two caf\xe9\n".encode("latin-1"))
+    (root / "c_empty.txt").write_text("")
+    (root / "d_blank.md").write_text(" \n\n")
+    (root / "e_only_fm.md").write_text("---\ntitle: x\n---\n\n")
+    (root / "f_bad_date.md").write_text("---\ntitle: x\ndate: 2023-02-30\n---\ntext")
+    (root / "g_bom.txt").write_bytes(b"\xef\xbb\xbf2023 text with BOM")
+    docs, errors = _split(load_directory(root, "Asia/Shanghai"))
+    assert [d.doc_id for d in docs] == ["a_ok.txt", "g_bom.txt"] and docs[1].text == "2023 text with BOM"
+    got = {e.doc_id: e for e in errors}
+    assert got["b_latin1.txt"].line == 2 and "not valid UTF-8: byte 0xe9" in got["b_latin1.txt"].message
+    assert got["c_empty.txt"].message == "empty file" and got["d_blank.md"].message == "empty file"
+    assert "no text after the front matter" in got["e_only_fm.md"].message
+    assert got["f_bad_date.md"].line == 3 and "day is out of range" in got["f_bad_date.md"].message
+    assert got["f_bad_date.md"].source == str(root / "f_bad_date.md")
+
+
+def test_directory_naive_dates_use_default_zone(tmp_path):
+    (tmp_path / "2023-08-11-x.md").write_text("text")
+    (doc,) = load_directory(tmp_path, "Asia/Shanghai")
+    assert doc.published_at.isoformat() == "2023-08-11T00:00:00+08:00"
+    with pytest.raises(NotADirectoryError):
+        load_directory(tmp_path / "2023-08-11-x.md")
+
+
+# --- the shipped sample corpus ------------------------------------------------------------------
+
+def test_sample_corpus_loads_clean_and_dated():
+    docs, errors = _split(load(SAMPLES / "sample_news.jsonl"))
+    assert errors == []
+    assert 30 <= len(docs) <= 40
+    assert len({d.doc_id for d in docs}) == len(docs)
+    assert all(d.published_at is not None and d.published_at.tzinfo is not None for d in docs)
+    assert all(d.title for d in docs)
+    assert all(60 <= len(d.text.split()) <= 200 for d in docs)
+    assert {d.published_at.year for d in docs} == {2021, 2022, 2023, 2024}
+    ids = {d.doc_id for d in docs}
+    questions = [json.loads(line) for line in (SAMPLES / "sample_questions.jsonl").read_text().splitlines()]
+    assert len(questions) >= 8
+    for q in questions:
+        assert q["question"].strip() and q["expected_doc_ids"]
+        assert set(q["expected_doc_ids"]) <= ids, q
+
+
+def test_corrupt_gzip_is_a_load_error_not_a_crash(tmp_path):
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(b"this is not gzip data at all\n")
+    docs, errors = _split(load(path))
+    assert docs == [] and len(errors) == 1 and "cannot read" in errors[0].message
