@@ -1,0 +1,223 @@
+"""The temporal graph as a DerivedIndex: ``catch_up`` drives it exactly like BM25 and FAISS.
+
+``apply`` extracts from added chunks (in memory); ``commit`` writes the extraction rows, the
+re-summarised time nodes and ``applied_seq`` in ONE store transaction, and updates the networkx
+graph from those rows. A crash before commit leaves the index behind, never wrong.
+"""
+
+from __future__ import annotations
+
+import time
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import numpy as np
+
+from chronorag.graph import facts_store as fs
+from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extract_chunks
+from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
+from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
+from chronorag.graph.temporal_graph import TemporalGraph
+from chronorag.graph.timeline import ExtractiveSummariser, Summariser
+from chronorag.graph.timescope import parse_time_scope
+
+_LABEL_OK = re.compile(r"^\d{4}(?:-(?:Q[1-4]|\d{2})(?:-\d{2})?)?$")
+from chronorag.store import Store
+from chronorag.types import Chunk
+
+
+_FIRST_SENTENCE = re.compile(r"\s*(.{4,}?(?:[。！？!?]|(?<=.{24})(?<!\b[A-Z][a-z])(?<!\b[A-Z][a-z][a-z])\.(?=\s)|$))", re.S)
+
+
+def _lead(text: str, limit: int = 240) -> str:
+    """The chunk's first sentence (a summary candidate for its day)."""
+    m = _FIRST_SENTENCE.match(text[: limit * 2])
+    return (m.group(1) if m else text).strip()[:limit]
+
+
+class GraphIndex:
+    """Entities, timestamped facts and the time hierarchy, kept in step with the store."""
+
+    name = "graph"
+
+    def __init__(
+        self,
+        store: Store,
+        extractor: Extractor | None = None,
+        summariser: Summariser | None = None,
+    ) -> None:
+        self.store = store
+        self.extractor = extractor or RuleExtractor()
+        self.summariser = summariser or ExtractiveSummariser()
+        fs.ensure_schema(store)
+        self._applied_seq = int(fs.read_meta(store, "applied_seq") or 0)
+        self._graph: TemporalGraph | None = None
+        self._pending_add: dict[int, tuple[Chunk, Extraction]] = {}
+        self._pending_del: set[int] = set()
+        self.extract_seconds = 0.0
+        self.partial_queries = True
+
+    # ------------------------------------------------------- DerivedIndex
+    @property
+    def applied_seq(self) -> int:
+        return self._applied_seq
+
+    @property
+    def extractor_changed(self) -> bool:
+        """True when the stored rows came from another extractor (reset() and catch up to redo them)."""
+        stored = fs.read_meta(self.store, "extractor")
+        return stored is not None and stored != self.extractor.name
+
+    def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
+        for cid in deleted:
+            self._pending_add.pop(int(cid), None)
+            self._pending_del.add(int(cid))
+        if added:
+            t0 = time.perf_counter()
+            results = extract_chunks(self.extractor, added)
+            self.extract_seconds += time.perf_counter() - t0
+            for c in added:
+                self._pending_add[c.chunk_id] = (c, results.get(c.chunk_id, Extraction()))
+
+    def commit(self, seq: int) -> None:
+        graph = self.graph
+        now = time.time()
+        try:
+            with self.store.transaction() as cur:
+                # ids are never reused, but an id applied twice must replace its rows, not duplicate them
+                dels = sorted(self._pending_del | fs.existing_chunks(cur, list(self._pending_add)))
+                if dels:
+                    touched = fs.delete_chunks(cur, dels)
+                    graph.remove_chunks(dels, touched, fs.mentions_of(cur, touched), fs.facts_touching(cur, touched))
+                chunk_rows, mention_rows, fact_rows = [], [], []
+                for cid, (chunk, ext) in self._pending_add.items():
+                    crow = (cid, chunk.doc_id, chunk.published_at.isoformat() if chunk.published_at else None,
+                            _lead(chunk.text), self.extractor.name, now)
+                    mentions, facts = fs.extraction_rows(cid, ext)
+                    fs.insert_chunk(cur, crow, mentions, facts)
+                    chunk_rows.append(fs._chunk_row(crow[:4] + crow[5:]))
+                    mention_rows.extend(fs.MentionRow(*m[:5]) for m in mentions)
+                    fact_rows.extend(fs._fact_row(f) for f in facts)
+                graph.add(chunk_rows, mention_rows, fact_rows)
+                fs.write_summaries(cur, graph.timeline.resummarise(graph.period_items, self.summariser))
+                fs.write_meta(cur, "applied_seq", str(int(seq)))
+                fs.write_meta(cur, "extractor", self.extractor.name)
+        except BaseException:
+            self._graph = None  # the in-memory graph may be ahead of the rolled-back tables: reload lazily
+            raise
+        self._pending_add.clear()
+        self._pending_del.clear()
+        self._applied_seq = int(seq)
+
+    def reset(self) -> None:
+        with self.store.transaction() as cur:
+            fs.clear_all(cur)
+        self._pending_add.clear()
+        self._pending_del.clear()
+        self._graph = TemporalGraph()
+        self._applied_seq = 0
+
+    # ----------------------------------------------------------- the graph
+    @property
+    def graph(self) -> TemporalGraph:
+        """The networkx-backed graph, rebuilt from the tables on first use."""
+        if self._graph is None:
+            self._graph = self.rebuild_from_tables()
+        return self._graph
+
+    def rebuild_from_tables(self) -> TemporalGraph:
+        g = TemporalGraph()
+        g.load(*fs.all_rows(self.store))
+        g.timeline.restore(fs.read_summaries(self.store))
+        return g
+
+    @property
+    def retriever(self) -> GraphRetriever:
+        return GraphRetriever(self.graph)
+
+    def load(self) -> TemporalGraph:
+        """Load the whole graph now (a long-running server does this once; one-shot CLI calls
+        are served from partial subgraphs read straight from the tables instead)."""
+        return self.graph
+
+    def subgraph(self, keys: Iterable[str] = (), period: str | None = None) -> TemporalGraph:
+        """A graph holding the facts touching ``keys`` (plus the facts their validity depends on)
+        and/or the facts of a period, read from the tables without loading everything."""
+        keys = set(keys)
+        facts = fs.facts_touching(self.store, keys) if keys else []
+        if period:
+            facts += fs.facts_in_period(self.store, period)
+        anchors = {f.object_key if FUNCTIONAL_RELATIONS[f.relation] == "object" else f.subject_key
+                   for f in facts if f.relation in FUNCTIONAL_RELATIONS} - keys
+        if anchors:
+            facts += fs.functional_rows_of(self.store, anchors)
+        facts = list({(r.chunk_id, r.fact_key): r for r in facts}.values())
+        mentions = fs.mentions_of(self.store, keys) if keys else []
+        chunk_ids = {r.chunk_id for r in facts} | {m.chunk_id for m in mentions}
+        seen = {(m.chunk_id, m.entity_key, m.name) for m in mentions}
+        ent_keys = keys | {r.subject_key for r in facts} | {r.object_key for r in facts}
+        for m in fs.mentions_in_chunks(self.store, {r.chunk_id for r in facts}):
+            if m.entity_key in ent_keys and (m.chunk_id, m.entity_key, m.name) not in seen:
+                mentions.append(m)
+        g = TemporalGraph()
+        g.load(fs.chunks_by_id(self.store, chunk_ids), mentions, facts)
+        summaries = fs.read_summaries(self.store)
+        if period:
+            for label in summaries:
+                if label.startswith(period[:4]):
+                    g.timeline._node(label)
+        g.timeline.restore(summaries)
+        return g
+
+    def _retriever_for(self, question: str, now: datetime | None = None) -> GraphRetriever:
+        if self._graph is not None or not self.partial_queries:
+            return self.retriever
+        found = fs.keys_for_aliases(self.store, surface_candidates(question))
+        keys = set().union(*found.values()) if found else set()
+        period = None
+        if not keys:
+            scope = parse_time_scope(question, now)
+            if scope.start is not None:
+                period = GraphRetriever(TemporalGraph()).period_label(scope)
+        return GraphRetriever(self.subgraph(keys, period))
+
+    # ------------------------------------------------------------- queries
+    def parse_question(self, question: str, now: datetime | None = None) -> QuestionParse:
+        """Time scope (tz-aware TimeScope), entity keys and relation hints of a question."""
+        return self._retriever_for(question, now).parse(question, now)
+
+    def retrieve(self, question: str, k: int = 100, now: datetime | None = None) -> GraphResult:
+        """Ranked (chunk_id, score) candidates from the temporal subgraph, plus facts and summaries."""
+        return self._retriever_for(question, now).retrieve(question, k, now)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The Searcher interface of chronorag.retrieval.hybrid, so fusion can use the graph directly."""
+        cands = self.retrieve(query, k=max(k * 4, k) if allowed is not None else k).candidates
+        if allowed is not None:
+            ok = set(int(x) for x in allowed)
+            cands = [(c, s) for c, s in cands if c in ok]
+        cands = cands[:k]
+        return (np.array([c for c, _ in cands], dtype=np.int64), np.array([s for _, s in cands], dtype=np.float32))
+
+    def entity_timeline(self, name: str) -> list[dict]:
+        """Facts about one entity, oldest first (``chronorag graph entity NAME``)."""
+        if self._graph is None and self.partial_queries:
+            found = fs.keys_for_aliases(self.store, [name.strip(), entity_key(name)])
+            keys = set().union(*found.values()) if found else set()
+            return GraphRetriever(self.subgraph(keys)).entity_timeline(name)
+        return self.retriever.entity_timeline(name)
+
+    def period_summary(self, period: str, top: int = 10) -> dict:
+        """Summary and top facts of '2023', '2023-Q3', '2023-08' or '2023-08-11' (``chronorag graph period``)."""
+        if self._graph is None and self.partial_queries:
+            sub = self.subgraph(period=period.strip()) if _LABEL_OK.match(period.strip()) else TemporalGraph()
+            return GraphRetriever(sub).period_summary(period, top)
+        return self.retriever.period_summary(period, top)
+
+    def stats(self) -> dict:
+        rows = self.store.query("SELECT (SELECT COUNT(*) FROM graph_facts), (SELECT COUNT(*) FROM graph_mentions), (SELECT COUNT(*) FROM graph_chunks)")[0]
+        out = {"fact_rows": rows[0], "mention_rows": rows[1], "chunks_extracted": rows[2], "extractor": self.extractor.name}
+        if self._graph is not None:
+            out.update(self._graph.stats())
+        return out
