@@ -44,7 +44,9 @@ class ChronoRAG:
             from chronorag.retrieval.bm25_segments import SegmentedBM25
             from chronorag.retrieval.tokenize import Tokenizer
 
-            self._bm25 = SegmentedBM25(self.settings.data_dir / "bm25", Tokenizer())
+            self._bm25 = SegmentedBM25(
+                self.settings.data_dir / "bm25", Tokenizer(), workers=self.settings.workers
+            )
         return self._bm25
 
     @property
@@ -205,6 +207,8 @@ class ChronoRAG:
         return out
 
     def close(self) -> None:
+        if self._bm25 is not None:
+            self._bm25.close()  # waits for a background merge to finish
         self.store.close()
 
     def __enter__(self) -> "ChronoRAG":

@@ -62,7 +62,8 @@ def test_update_replaces_and_delete_removes_everywhere(rag):
     changed = Document("doc-3", "A completely new text about volcanoes and lava.", datetime(2024, 1, 1, tzinfo=UTC))
     assert rag.insert([changed]).changed == 1
     assert rag.retrieve("volcanoes lava", top_k=1)[0].doc_id == "doc-3"
-    assert all(h.doc_id != "doc-3" for h in rag.retrieve("prairie report", top_k=10))
+    assert all("lantern" not in h.text for h in rag.retrieve("lantern report", top_k=10))
+    assert rag.retrieve("lantern", top_k=10, retrievers=["bm25"]) == []
     assert rag.delete(["doc-3", "nope"]) == ["doc-3"]
     assert all(h.doc_id != "doc-3" for h in rag.retrieve("volcanoes lava", top_k=10))
     live = set(rag.store.live_chunk_ids().tolist())

@@ -1,0 +1,115 @@
+"""BM25 tokenisation: English stemming/stop words, Chinese words via jieba, mixed text, numbers."""
+
+from __future__ import annotations
+
+import pickle
+
+import jieba
+import numpy as np
+import pytest
+
+from chronorag.retrieval.stopwords import CHINESE_STOP_WORDS
+from chronorag.retrieval.tokenize import Tokenizer, detect_language
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer()
+
+
+def test_english_lowercase_stem_and_stop_words(tok):
+    out = tok.tokenize("The Companies were RUNNING quickly, and the revenue rose.")
+    assert out == ["compani", "run", "quick", "revenu", "rose"]
+    assert tok.tokenize("the and of to") == []
+
+
+def test_english_alphanumeric_words_stay_whole(tok):
+    assert tok.tokenize("Q3 results for H100 and iPhone15") == ["q3", "result", "h100", "iphone15"]
+
+
+def test_chinese_words_match_jieba_and_drop_punctuation():
+    plain = Tokenizer(search_mode=False)
+    sentences = [
+        "国家统计局今天发布数据，七月份社会消费品零售总额同比增长。",
+        "记者从市文化和旅游局获悉：暑期旅游市场持续升温！",
+        "中国人民银行决定下调金融机构存款准备金率",
+    ]
+    for s in sentences:
+        expected = [
+            w for w in jieba.lcut(s, HMM=False) if w.strip("，。：！") and w not in CHINESE_STOP_WORDS
+        ]
+        assert plain.tokenize(s) == expected
+    out = plain.tokenize("我们在北京参加了会议。")
+    assert out == ["北京", "参加", "会议"]  # 我们 / 在 / 了 are stop words, 。 is punctuation
+
+
+def test_search_mode_matches_jieba_cut_for_search(tok):
+    for s in ("中华人民共和国国务院发布通知", "上海市浦东新区举办人工智能大会"):
+        expected = [
+            w for w in jieba.lcut_for_search(s, HMM=False) if w not in CHINESE_STOP_WORDS
+        ]
+        assert tok.tokenize(s) == expected
+
+
+def test_search_mode_adds_words_inside_long_words(tok):
+    out = tok.tokenize("上海市浦东新区")
+    assert {"上海", "浦东", "新区", "上海市", "上海市浦东新区"} <= set(out)
+    # a query for the part now shares terms with a document naming the whole
+    assert set(tok.tokenize("浦东新区")) & set(out)
+    assert Tokenizer(search_mode=False).tokenize("上海市浦东新区") == ["上海市浦东新区"]
+
+
+def test_mixed_text_keeps_letter_words_of_the_dictionary(tok):
+    out = tok.tokenize("2023年A股市场GDP增长")
+    assert out == ["2023", "年", "a股", "市场", "gdp", "增长"]
+    assert "iphone15" in tok.tokenize("苹果发布iPhone15手机")
+
+
+def test_numbers(tok):
+    assert tok.tokenize("增长8.5%") == ["增长", "8.5"]
+    assert tok.tokenize("营收1,200万元")[-2:] == ["1200", "万元"]
+    assert tok.tokenize("500万元") == ["500", "万元"]
+    assert tok.tokenize("07月28日")[:3] == ["7", "月", "28"]
+    assert tok.tokenize("2023.07.28") == ["2023", "7", "28"]  # a dotted date is not a decimal
+    assert tok.tokenize("股票代码000001")[-1] == "000001"  # codes keep their zeros
+    assert tok.tokenize("２０２３年ＧＤＰ增长８．５％") == ["2023", "年", "gdp", "增长", "8.5"]
+
+
+def test_empty_and_punctuation_only(tok):
+    assert tok.tokenize("") == []
+    assert tok.tokenize("！！，。——   ...") == []
+
+
+def test_detect_language():
+    assert detect_language("国家统计局发布七月份数据") == "zh"
+    assert detect_language("2023年A股市场GDP增长8.5%") == "zh"
+    assert detect_language("What did the CEO say about margins?") == "en"
+    assert detect_language("苹果发布iPhone 15 Pro") == "mixed"
+    assert detect_language("2023 8.5%") == "mixed"
+
+
+def test_tokenize_many_with_workers_matches_sequential():
+    tok = Tokenizer(parallel_min_chars=0)
+    texts = [f"第{i}次会议讨论了GDP增长{i}.5%和running costs" for i in range(40)] + [""]
+    assert tok.tokenize_many(texts, workers=2) == [tok.tokenize(t) for t in texts]
+
+
+def test_encode_many_round_trips(tok):
+    texts = ["北京发布消费券", "", "cats and dogs", "北京 cats 2023"]
+    words, ids, offsets = tok.encode_many(texts)
+    assert ids.dtype == np.int32 and offsets.tolist()[0] == 0 and len(offsets) == len(texts) + 1
+    vocab = np.array(words, dtype=object)
+    for i, t in enumerate(texts):
+        assert vocab[ids[offsets[i] : offsets[i + 1]]].tolist() == tok.tokenize(t)
+
+
+def test_signature_names_the_options_and_pickles():
+    assert Tokenizer().signature != Tokenizer(hmm=True).signature
+    assert Tokenizer().signature != Tokenizer(search_mode=False).signature
+    clone = pickle.loads(pickle.dumps(Tokenizer(hmm=True)))
+    assert clone.signature == Tokenizer(hmm=True).signature
+
+
+def test_hmm_joins_unknown_words():
+    assert "营收" in Tokenizer(hmm=True, search_mode=False).tokenize("公司营收增长")
+    assert "营收" not in Tokenizer(search_mode=False).tokenize("公司营收增长")
