@@ -63,13 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="only chunks published at or before (a date includes that whole day)")
     p.add_argument("--doc-id", action="append", dest="doc_ids", help="restrict to document id (repeatable)")
     p.add_argument("--source", action="append", dest="sources", help="restrict to source (repeatable)")
-    p.add_argument("--retriever", action="append", choices=["bm25", "dense"], dest="retrievers",
+    p.add_argument("--retriever", action="append", choices=["bm25", "dense", "graph"], dest="retrievers",
                    help="use only these retrievers (repeatable; default all)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse temporal-graph candidates (default on)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("stats", help="what the data directory holds")
     _add_common(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("graph", help="inspect the temporal knowledge graph")
+    gsub = p.add_subparsers(dest="graph_command", parser_class=_Parser)
+    g = gsub.add_parser("entity", help="timeline of an entity's facts")
+    _add_common(g)
+    g.add_argument("name")
+    g.add_argument("--json", action="store_true")
+    g = gsub.add_parser("period", help="summary and top facts of a period (2023, 2023-Q3, 2023-08, 2023-08-11)")
+    _add_common(g)
+    g.add_argument("period")
+    g.add_argument("--json", action="store_true")
 
     p = sub.add_parser("merge", help="merge BM25 delta segments into the main segment now")
     _add_common(p)
@@ -196,7 +209,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     if since and until and since > until:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
     kwargs = dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
-                  sources=args.sources, retrievers=args.retrievers)
+                  sources=args.sources, retrievers=args.retrievers, use_graph=args.graph)
     with _open_engine(_settings(args)) as engine:
         if args.question is not None:
             hits = engine.retrieve(args.question, **kwargs)
@@ -240,6 +253,33 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    if args.graph_command is None:
+        raise UsageError("graph needs a subcommand: entity NAME or period PERIOD")
+    with _open_engine(_settings(args)) as engine:
+        if engine.graph is None:
+            raise UsageError("the graph is disabled in settings (graph = 'none')")
+        engine.sync()
+        if args.graph_command == "entity":
+            result = engine.graph.entity_timeline(args.name)
+        else:
+            result = engine.graph.period_summary(args.period)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+    elif args.graph_command == "entity":
+        print(f"Timeline of {args.name} ({len(result)} facts)")
+        for f in result:
+            when = f.get("time") or f.get("valid_from") or "undated"
+            valid = f" (valid {f.get('valid_from') or '?'} .. {f.get('valid_to') or 'now'})" if f.get("valid_to") else ""
+            print(f"  {str(when)[:10]}  {f.get('subject')} --{f.get('relation')}--> {f.get('object')}{valid}")
+    else:
+        print(f"{result.get('period')} ({result.get('level')}): {result.get('n_facts')} facts, {result.get('n_chunks')} chunks")
+        print(textwrap.fill(result.get("summary") or "(no summary)", width=100, initial_indent="  ", subsequent_indent="  "))
+        for f in result.get("top_facts", []):
+            print(f"  - {f.get('subject')} --{f.get('relation')}--> {f.get('object')}")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     with _open_engine(_settings(args)) as engine:
         engine.merge()
@@ -248,7 +288,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve,
-            "stats": cmd_stats, "merge": cmd_merge}
+            "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chronorag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # never a traceback for users; CHRONORAG_DEBUG=1 shows it
         if os.environ.get("CHRONORAG_DEBUG"):
             raise

@@ -29,6 +29,8 @@ class Settings:
     embedder: str = "minilm-int8"
     # FAISS index kind: 'flat' (exact inner product), 'hnsw' or 'ivf' for scale.
     dense_kind: str = "flat"
+    # Temporal graph extractor: 'rule' (fast default, no LLM) or 'none' to skip the graph.
+    graph: str = "rule"
     rrf_k: int = 60
     # Candidates each retriever contributes to fusion.
     candidate_depth: int = 100
@@ -45,6 +47,10 @@ class Settings:
         return self.data_dir / "store.sqlite3"
 
     @property
+    def graph_enabled(self) -> bool:
+        return self.graph.lower() != "none"
+
+    @property
     def dense_enabled(self) -> bool:
         return self.embedder.lower() != "none"
 
@@ -57,6 +63,8 @@ class Settings:
             )
         if self.dense_kind not in {"flat", "hnsw", "ivf"}:
             raise ConfigError(f"dense_kind must be flat, hnsw or ivf, got {self.dense_kind!r}")
+        if self.graph.lower() not in {"rule", "none"}:
+            raise ConfigError(f"graph must be rule or none, got {self.graph!r}")
         if self.rrf_k < 1 or self.candidate_depth < 1 or self.ingest_batch < 1 or self.workers < 1:
             raise ConfigError("rrf_k, candidate_depth, ingest_batch and workers must be positive")
         return self

@@ -35,6 +35,7 @@ class ChronoRAG:
         self._embedder = embedder
         self._bm25 = None
         self._dense = None
+        self._graph = None
         self._retriever = None
 
     # ------------------------------------------------------------ components
@@ -70,8 +71,16 @@ class ChronoRAG:
             )
         return self._dense
 
+    @property
+    def graph(self):
+        if self._graph is None and self.settings.graph_enabled:
+            from chronorag.graph import GraphIndex
+
+            self._graph = GraphIndex(self.store)
+        return self._graph
+
     def indexes(self) -> list[DerivedIndex]:
-        return [ix for ix in (self.bm25, self.dense) if ix is not None]
+        return [ix for ix in (self.bm25, self.dense, self.graph) if ix is not None]
 
     @property
     def retriever(self):
@@ -81,6 +90,8 @@ class ChronoRAG:
             searchers = {"bm25": self.bm25}
             if self.dense is not None:
                 searchers["dense"] = self.dense
+            if self.graph is not None:
+                searchers["graph"] = self.graph
             self._retriever = HybridRetriever(
                 self.store,
                 searchers,
@@ -157,8 +168,13 @@ class ChronoRAG:
         doc_ids: Iterable[str] | None = None,
         sources: Iterable[str] | None = None,
         retrievers: Sequence[str] | None = None,
+        use_graph: bool = True,
     ) -> list[SearchHit]:
-        """Hybrid retrieval (BM25 + dense, fused with RRF) under optional filters."""
+        """Hybrid retrieval (BM25 + dense + temporal graph, fused with RRF) under optional filters.
+
+        ``retrievers`` picks sources explicitly; otherwise all enabled ones are used, the graph
+        only when ``use_graph``.
+        """
         if not question or not question.strip():
             raise ValueError("question is empty")
         if since and until and since > until:
@@ -170,7 +186,15 @@ class ChronoRAG:
             doc_ids=frozenset(doc_ids) if doc_ids else None,
             sources=frozenset(sources) if sources else None,
         )
-        return self.retriever.search(question, top_k=top_k, filters=filters, use=tuple(retrievers) if retrievers else None)
+        if retrievers:
+            use = tuple(retrievers)
+            missing = {"dense": self.dense, "graph": self.graph}
+            off = [r for r in use if r in missing and missing[r] is None]
+            if off:
+                raise ValueError(f"retriever(s) disabled in settings: {', '.join(off)}")
+        else:
+            use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
+        return self.retriever.search(question, top_k=top_k, filters=filters, use=use)
 
     def _catch_up_if_free(self) -> None:
         """Readers catch indexes up when no writer holds the directory; else they read what is committed."""

@@ -86,3 +86,18 @@ def test_console_script_runs(env):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["documents"] == 0
+
+
+def test_graph_commands_and_graph_flag(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    code, out, _ = _run(capsys, "graph", "entity", "Northwind Energy", "--json")
+    facts = json.loads(out)
+    assert code == 0 and any(f["object"] == "Riverton" or f["subject"] == "Maria Lopez" for f in facts)
+    code, out, _ = _run(capsys, "graph", "period", "2022-06", "--json")
+    assert code == 0 and json.loads(out)["n_chunks"] >= 1
+    code, _, err = _run(capsys, "graph", "entity", "Nobody Atall")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--no-graph", "--json")
+    assert all("graph" not in r["scores"] for r in json.loads(out)["results"])
+    code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--retriever", "graph", "--json")
+    assert code == 0 and {r["doc_id"] for r in json.loads(out)["results"]} <= {"a", "b"}
