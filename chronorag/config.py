@@ -31,6 +31,8 @@ class Settings:
     dense_kind: str = "flat"
     # Temporal graph extractor: 'rule' (fast default, no LLM) or 'none' to skip the graph.
     graph: str = "rule"
+    # RRF weight of the graph for questions with a time scope: it is the only time-aware retriever.
+    graph_time_weight: float = 3.0
     rrf_k: int = 60
     # Candidates each retriever contributes to fusion.
     candidate_depth: int = 100
@@ -80,6 +82,8 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(os.path.expanduser(str(value)))
         if kind == "int":
             return int(value)
+        if kind == "float":
+            return float(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot use {value!r} ({exc})") from None

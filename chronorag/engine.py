@@ -194,7 +194,18 @@ class ChronoRAG:
                 raise ValueError(f"retriever(s) disabled in settings: {', '.join(off)}")
         else:
             use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
-        return self.retriever.search(question, top_k=top_k, filters=filters, use=use)
+        return self.retriever.search(
+            question, top_k=top_k, filters=filters, use=use, weights=self._fusion_weights(question, use)
+        )
+
+    def _fusion_weights(self, question: str, use: Sequence[str]) -> dict[str, float] | None:
+        """Trust the graph more when the question asks about a time: BM25 and vectors cannot tell
+        a 2019 statement of a fact from a 2022 one, the graph's validity intervals can."""
+        if "graph" not in use or self.graph is None:
+            return None
+        if self.graph.parse_question(question).scope.mode == "any":
+            return None
+        return {"graph": self.settings.graph_time_weight}
 
     def _catch_up_if_free(self) -> None:
         """Readers catch indexes up when no writer holds the directory; else they read what is committed."""

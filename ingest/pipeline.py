@@ -84,9 +84,24 @@ def _init_worker(chunk_size: int, chunk_overlap: int) -> None:
     _worker_chunker = Chunker(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
 
-def _split_in_worker(texts: list[str]) -> list[list[ChunkDraft]]:
+def _split_with_header(chunker, title: str | None, text: str) -> list[ChunkDraft]:
+    """Chunk the body; a titled document's chunks start with its title (a contextual header), so a
+    chunk from the middle of a long transcript still names its company and period. Character
+    spans keep pointing into the body."""
+    drafts = chunker.split(text)
+    if not title or not title.strip():
+        return drafts
+    header = " ".join(title.split())
+    extra = chunker.count_tokens(header)
+    return [
+        ChunkDraft(d.ord, f"{header}\n{d.text}", d.char_start, d.char_end, d.n_tokens + extra)
+        for d in drafts
+    ]
+
+
+def _split_in_worker(items: list[tuple[str | None, str]]) -> list[list[ChunkDraft]]:
     assert _worker_chunker is not None
-    return [_worker_chunker.split(t) for t in texts]
+    return [_split_with_header(_worker_chunker, title, text) for title, text in items]
 
 
 class _ChunkRunner:
@@ -117,11 +132,12 @@ class _ChunkRunner:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def split(self, texts: list[str]) -> list[list[ChunkDraft]]:
+    def split(self, items: list[tuple[str | None, str]]) -> list[list[ChunkDraft]]:
+        """Chunk (title, text) pairs."""
         if self._pool is None:
-            return [self._local.split(t) for t in texts]
-        step = max(1, len(texts) // (self.workers * 4))
-        parts = [texts[i : i + step] for i in range(0, len(texts), step)]
+            return [_split_with_header(self._local, title, text) for title, text in items]
+        step = max(1, len(items) // (self.workers * 4))
+        parts = [items[i : i + step] for i in range(0, len(items), step)]
         out: list[list[ChunkDraft]] = []
         for res in self._pool.map(_split_in_worker, parts):
             out.extend(res)
@@ -139,7 +155,7 @@ def ingest_documents(
 ) -> IngestReport:
     """Store new and changed documents with their chunks; report what happened to each."""
     report = IngestReport()
-    signature = f"chunker:v1:{chunk_size}:{chunk_overlap}"
+    signature = f"chunker:v2-title-header:{chunk_size}:{chunk_overlap}"
     source_iter = iter(records)
     with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
         while True:
@@ -177,7 +193,7 @@ def _ingest_batch(
     if not todo:
         return
     t0 = time.perf_counter()
-    drafts = runner.split([d.text for d in todo])
+    drafts = runner.split([(d.title, d.text) for d in todo])
     report.add_time("chunk", time.perf_counter() - t0)
     t0 = time.perf_counter()
     writes = [DocumentWrite(d, hashes[d.doc_id], ch) for d, ch in zip(todo, drafts)]
