@@ -25,6 +25,8 @@ class Searcher(Protocol):
 class HybridConfig:
     rrf_k: int = 60
     candidate_depth: int = 100
+    # Retrievers whose scores, normalised by their best, scale their RRF contribution.
+    score_scaled: frozenset[str] = frozenset({"graph"})
 
 
 class HybridRetriever:
@@ -65,7 +67,13 @@ class HybridRetriever:
             name = names[0]
             fused = [(cid, own_scores[name][cid]) for cid in rankings[name]]
         else:
-            fused = rrf_fuse(rankings, k=self.config.rrf_k, weights=weights)
+            scales = {}
+            for name in names:
+                if name in self.config.score_scaled and own_scores[name]:
+                    top = max(own_scores[name].values())
+                    if top > 0:
+                        scales[name] = {i: max(0.0, s / top) for i, s in own_scores[name].items()}
+            fused = rrf_fuse(rankings, k=self.config.rrf_k, weights=weights, scales=scales)
         fused = fused[:top_k]
         chunks = self.store.get_chunks([cid for cid, _ in fused])
         hits: list[SearchHit] = []

@@ -50,3 +50,12 @@ def test_rrf_weights_duplicates_and_bad_k():
     assert fused == {1: pytest.approx(1 / 2), 2: pytest.approx(1 / 3)}
     with pytest.raises(ValueError):
         rrf_fuse({"a": [1]}, k=0)
+
+
+def test_rrf_scales_weaken_low_scored_candidates():
+    plain = dict(rrf_fuse({"g": [1, 2], "b": [2, 1]}, k=60))
+    assert plain[1] == pytest.approx(plain[2])
+    scaled = dict(rrf_fuse({"g": [1, 2], "b": [2, 1]}, k=60, scales={"g": {1: 1.0, 2: 0.25}}))
+    assert scaled[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert scaled[2] == pytest.approx(0.25 / 62 + 1 / 61)
+    assert scaled[1] > scaled[2]
