@@ -1,4 +1,4 @@
-"""Command line: ``chronorag ingest | delete | retrieve | stats | merge``.
+"""Command line: ``chronorag ingest | delete | retrieve | answer | kv | graph | stats | merge``.
 
 Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
 and one line on stderr; per-document ingest errors are reported and skipped.
@@ -35,6 +35,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML settings file (env CHRONORAG_CONFIG)")
 
 
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="only chunks published at or after (YYYY, YYYY-MM, YYYY-MM-DD or ISO-8601)")
+    p.add_argument("--until", help="only chunks published at or before (a date includes that whole day)")
+    p.add_argument("--doc-id", action="append", dest="doc_ids", help="restrict to document id (repeatable)")
+    p.add_argument("--source", action="append", dest="sources", help="restrict to source (repeatable)")
+    p.add_argument("--retriever", action="append", choices=["bm25", "dense", "graph"], dest="retrievers",
+                   help="use only these retrievers (repeatable; default all)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse temporal-graph candidates (default on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chronorag", description="RAG over document collections that change over time.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -59,15 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?")
     p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question')")
     p.add_argument("--top-k", type=int, default=8)
-    p.add_argument("--since", help="only chunks published at or after (YYYY, YYYY-MM, YYYY-MM-DD or ISO-8601)")
-    p.add_argument("--until", help="only chunks published at or before (a date includes that whole day)")
-    p.add_argument("--doc-id", action="append", dest="doc_ids", help="restrict to document id (repeatable)")
-    p.add_argument("--source", action="append", dest="sources", help="restrict to source (repeatable)")
-    p.add_argument("--retriever", action="append", choices=["bm25", "dense", "graph"], dest="retrievers",
-                   help="use only these retrievers (repeatable; default all)")
-    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
-                   help="fuse temporal-graph candidates (default on)")
+    _add_filters(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("answer", help="retrieve, then generate an answer reusing the chunks' KV caches")
+    _add_common(p)
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--mode", choices=["blend", "full", "prefix", "naive"], help="KV reuse mode (default from settings)")
+    p.add_argument("--ratio", type=float, help="share of chunk tokens recomputed when blending (default 0.15)")
+    _add_filters(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("kv", help="chunk KV caches")
+    ksub = p.add_subparsers(dest="kv_command", parser_class=_Parser)
+    k = ksub.add_parser("warm", help="precompute KV caches for documents' chunks (all without ids)")
+    _add_common(k)
+    k.add_argument("doc_ids", nargs="*")
+    k.add_argument("--quiet", action="store_true")
+    k = ksub.add_parser("stats", help="KV cache tiers: entries, bytes, hits, misses")
+    _add_common(k)
 
     p = sub.add_parser("stats", help="what the data directory holds")
     _add_common(p)
@@ -200,16 +223,69 @@ def _print_hits(question: str, hits) -> None:
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" ..."), "     "))
 
 
-def cmd_retrieve(args: argparse.Namespace) -> int:
-    if (args.question is None) == (args.questions is None):
-        raise UsageError("give either a question or --questions FILE")
+def _retrieve_kwargs(args: argparse.Namespace) -> dict:
     if args.top_k < 1:
         raise UsageError("--top-k must be >= 1")
     since, until = parse_bound(args.since), parse_bound(args.until, end=True)
     if since and until and since > until:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
-    kwargs = dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
-                  sources=args.sources, retrievers=args.retrievers, use_graph=args.graph)
+    return dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
+                sources=args.sources, retrievers=args.retrievers, use_graph=args.graph)
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    from chronorag.kvcache import GenerationError
+
+    kwargs = _retrieve_kwargs(args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be >= 1")
+    stream = None if args.json else (lambda text: print(text, end="", flush=True))
+    with _open_engine(_settings(args)) as engine:
+        try:
+            result, hits = engine.answer(args.question, max_new_tokens=args.max_new_tokens,
+                                         on_token=stream, mode=args.mode, ratio=args.ratio, **kwargs)
+        except GenerationError as exc:
+            raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"question": args.question, "answer": result.text,
+                          "sources": [h.to_dict() for h in hits], "timings": result.to_dict()["timings"],
+                          "cache": result.to_dict()["cache"]}, ensure_ascii=False, default=str))
+        return 0
+    t, c = result.timings, result.cache
+    print()
+    for rank, h in enumerate(hits, 1):
+        date = h.published_at.date().isoformat() if h.published_at else "undated"
+        print(f"  [{rank}] {h.doc_id} ({date}, chunk {h.chunk_id})")
+    reason = f", fallback: {c.fallback_reason}" if c.fallback_reason else ""
+    print(f"  mode {c.mode}: TTFT {t.ttft_s * 1000:.0f} ms (model load {t.load_model_s:.1f} s), "
+          f"{t.decode_tokens_per_s:.1f} tok/s, chunk KV hits {c.chunk_hits} misses {c.chunk_misses}, "
+          f"recomputed {c.recomputed_tokens}/{c.chunk_tokens} chunk tokens{reason}")
+    return 0
+
+
+def cmd_kv(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.kv_command is None:
+        raise UsageError("kv needs a subcommand: warm [DOC_ID...] or stats")
+    with _open_engine(_settings(args)) as engine:
+        if args.kv_command == "stats":
+            print(json.dumps(engine.generator.cache_stats(), default=str))
+            return 0
+        missing = [d for d in args.doc_ids if engine.store.get_document(d) is None]
+        if missing:
+            raise UsageError(f"unknown document id(s): {', '.join(missing)}")
+        bar = tqdm(desc="kv warm", unit="chunk", disable=args.quiet, file=sys.stderr)
+        done = engine.warm_kv(args.doc_ids or None, progress=bar.update)
+        bar.close()
+        print(f"computed KV for {done} chunk(s); " + json.dumps(engine.generator.cache_stats(), default=str))
+    return 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    if (args.question is None) == (args.questions is None):
+        raise UsageError("give either a question or --questions FILE")
+    kwargs = _retrieve_kwargs(args)
     with _open_engine(_settings(args)) as engine:
         if args.question is not None:
             hits = engine.retrieve(args.question, **kwargs)
@@ -288,7 +364,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve,
-            "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph}
+            "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph, "answer": cmd_answer, "kv": cmd_kv}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

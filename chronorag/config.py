@@ -36,6 +36,18 @@ class Settings:
     rrf_k: int = 60
     # Candidates each retriever contributes to fusion.
     candidate_depth: int = 100
+    # Generation: backend 'hf' (transformers with per-chunk KV reuse), 'vllm' or 'openai'.
+    generator: str = "hf"
+    # Local model directory or .gguf file for 'hf' ('' = the bundled SmolLM2-135M-Instruct); model
+    # name for 'vllm'/'openai'.
+    model: str = ""
+    # 'blend' (CacheBlend-style reuse), 'full', 'prefix' or 'naive' (reuse without recompute).
+    kv_mode: str = "blend"
+    kv_ratio: float = 0.15
+    kv_memory_mb: int = 1024
+    kv_disk_mb: int = 4096
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    max_new_tokens: int = 64
     # Time zone for timestamps that carry none (JSONL/dir); CRUD-RAG uses Asia/Shanghai.
     default_tz: str = "UTC"
     # Documents per store transaction during ingestion.
@@ -65,6 +77,12 @@ class Settings:
             )
         if self.dense_kind not in {"flat", "hnsw", "ivf"}:
             raise ConfigError(f"dense_kind must be flat, hnsw or ivf, got {self.dense_kind!r}")
+        if self.kv_mode not in {"blend", "full", "prefix", "naive"}:
+            raise ConfigError(f"kv_mode must be blend, full, prefix or naive, got {self.kv_mode!r}")
+        if not 0.0 <= self.kv_ratio <= 1.0:
+            raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
+        if self.generator not in {"hf", "vllm", "openai"}:
+            raise ConfigError(f"generator must be hf, vllm or openai, got {self.generator!r}")
         if self.graph.lower() not in {"rule", "none"}:
             raise ConfigError(f"graph must be rule or none, got {self.graph!r}")
         if self.rrf_k < 1 or self.candidate_depth < 1 or self.ingest_batch < 1 or self.workers < 1:

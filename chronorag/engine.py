@@ -37,6 +37,8 @@ class ChronoRAG:
         self._dense = None
         self._graph = None
         self._retriever = None
+        self._generator = None
+        self._kv_index = None
 
     # ------------------------------------------------------------ components
     @property
@@ -79,8 +81,31 @@ class ChronoRAG:
             self._graph = GraphIndex(self.store)
         return self._graph
 
+    @property
+    def generator(self):
+        """The answer generator, built on first use; its chunk KV caches follow the store's log."""
+        if self._generator is None:
+            from chronorag.kvcache import load_generator
+            from chronorag.kvcache.kv_index import ChunkKVIndex
+
+            s = self.settings
+            if s.generator == "hf":
+                opts = dict(model=s.model or None, mode=s.kv_mode, ratio=s.kv_ratio,
+                            memory_bytes=s.kv_memory_mb << 20, disk_dir=str(s.data_dir / "kvcache"),
+                            disk_bytes=s.kv_disk_mb << 20)
+            elif s.generator == "openai":
+                opts = dict(base_url=s.openai_base_url, model=s.model or "default")
+            else:
+                opts = dict(model=s.model or None, mode=s.kv_mode)
+            self._generator = load_generator(s.generator, **opts)
+            self._kv_index = ChunkKVIndex(self._generator, s.data_dir / "kvcache-state.json")
+            with self._write_lock(wait=False) as got:
+                if got:  # drop KV of chunks deleted or changed since this data dir last generated
+                    catch_up(self.store, self._kv_index)
+        return self._generator
+
     def indexes(self) -> list[DerivedIndex]:
-        return [ix for ix in (self.bm25, self.dense, self.graph) if ix is not None]
+        return [ix for ix in (self.bm25, self.dense, self.graph, self._kv_index) if ix is not None]
 
     @property
     def retriever(self):
@@ -203,7 +228,10 @@ class ChronoRAG:
         a 2019 statement of a fact from a 2022 one, the graph's validity intervals can."""
         if "graph" not in use or self.graph is None:
             return None
-        if self.graph.parse_question(question).scope.mode == "any":
+        parsed = self.graph.parse_question(question)
+        # Only when the question asks for a relation the graph tracks over time (who led, where
+        # based, revenue...) at some time; for other questions its candidates are mere mentions.
+        if parsed.scope.mode == "any" or not parsed.relations:
             return None
         return {"graph": self.settings.graph_time_weight}
 
@@ -215,6 +243,50 @@ class ChronoRAG:
         with self._write_lock(wait=False) as got:
             if got:
                 self._sync_locked(None, None)
+
+    def answer(
+        self,
+        question: str,
+        top_k: int = 4,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+        mode: str | None = None,
+        ratio: float | None = None,
+        **retrieve_kwargs,
+    ):
+        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits)."""
+        from chronorag.kvcache import GenerationRequest, GenerationResult, TokenEvent
+
+        hits = self.retrieve(question, top_k=top_k, **retrieve_kwargs)
+        request = GenerationRequest(
+            question=question,
+            chunks=tuple((h.chunk_id, h.text) for h in hits),
+            max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+            mode=mode,
+            ratio=ratio,
+        ).validate()
+        result = None
+        for event in self.generator.stream(request):
+            if isinstance(event, TokenEvent) and on_token is not None:
+                on_token(event.text)
+            elif isinstance(event, GenerationResult):
+                result = event
+        return result, hits
+
+    def warm_kv(self, doc_ids: Sequence[str] | None = None, progress: Callable | None = None) -> int:
+        """Precompute chunk KV caches for these documents (all when None); returns chunks computed."""
+        gen = self.generator
+        done = 0
+        if doc_ids:
+            ids = [cid for d in doc_ids for cid in self.store.doc_chunk_ids(d)]
+            batches = [list(self.store.get_chunks(ids).values())]
+        else:
+            batches = self.store.iter_chunks(256)
+        for chunks in batches:
+            done += gen.warm([(c.chunk_id, c.text) for c in chunks])
+            if progress is not None:
+                progress(len(chunks))
+        return done
 
     def merge(self) -> None:
         """Compact BM25 delta segments into one main segment now (normally done in the background)."""
