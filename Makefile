@@ -22,6 +22,7 @@ demo: install
 	$(VENV)/bin/chronorag ingest chronorag/samples/sample_news.jsonl --data-dir $(DEMO_DIR)
 	$(VENV)/bin/chronorag retrieve "$(DEMO_QUESTION)" --top-k 3 --data-dir $(DEMO_DIR)
 	$(VENV)/bin/chronorag retrieve "$(DEMO_QUESTION)" --top-k 3 --until 2021 --data-dir $(DEMO_DIR)
+	$(VENV)/bin/chronorag answer "$(DEMO_QUESTION)" --top-k 3 --data-dir $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q
