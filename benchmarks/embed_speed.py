@@ -1,0 +1,151 @@
+"""fp32 sentence-transformers vs the fast int8 embedder on the same real chunks; one JSON line.
+
+    python benchmarks/embed_speed.py             # 2,000 chunks (half CRUD-RAG Chinese, half ECT-QA English)
+    python benchmarks/embed_speed.py --n 400 --queries 100
+
+Both variants are loaded and warmed up first; the chunks are then embedded in alternating rounds
+(fp32, fast, fp32, fast, ...) so that load from other processes hits both alike. Retrieval agreement:
+for questions from both datasets' question files, the top-8 chunk ids under each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import crud_dir, datasets_dir  # noqa: E402
+
+from chronorag.ingest.chunker import Chunker  # noqa: E402
+from chronorag.retrieval.embedder import QuantizedMiniLMEmbedder, SentenceTransformerEmbedder  # noqa: E402
+
+
+def ect_dir() -> Path:
+    path = datasets_dir() / "ect_qa"
+    if not (path / "corpus_2024.jsonl.gz").is_file():
+        raise SystemExit(f"ECT-QA data not found at {path} (set CHRONORAG_DATASETS)")
+    return path
+
+
+def load_chunks(n: int, chunker: Chunker) -> tuple[list[str], list[str]]:
+    """n//2 Chinese chunks from the first CRUD articles, the rest English from ECT transcripts."""
+    zh: list[str] = []
+    with gzip.open(crud_dir() / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            body = json.loads(line)["text"].split("正文：", 1)[-1]
+            zh.extend(c.text for c in chunker.split(body))
+            if len(zh) >= n // 2:
+                break
+    en: list[str] = []
+    with gzip.open(ect_dir() / "corpus_2024.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            en.extend(c.text for c in chunker.split(json.loads(line)["cleaned_content"]))
+            if len(en) >= n - n // 2:
+                break
+    return zh[: n // 2], en[: n - n // 2]
+
+
+def load_queries(n: int) -> tuple[list[str], list[str]]:
+    with open(crud_dir() / "questions_1doc.json", encoding="utf-8") as fh:
+        items = json.load(fh)
+    zh = [q for item in items.values() for q in item["question"][:1]][: n // 2]
+    with open(ect_dir() / "questions_2024.jsonl", encoding="utf-8") as fh:
+        en = [json.loads(line)["question"] for line in islice(fh, n - n // 2)]
+    return zh, en
+
+
+def timed_rounds(embedders: dict, texts: list[str], rounds: int, batch: dict) -> tuple[dict, dict]:
+    """Embed ``texts`` with each embedder in alternating slices; returns (vectors, seconds)."""
+    vecs = {k: [] for k in embedders}
+    secs = {k: 0.0 for k in embedders}
+    step = -(-len(texts) // rounds)
+    for start in range(0, len(texts), step):
+        part = texts[start : start + step]
+        for key, emb in embedders.items():
+            t0 = time.perf_counter()
+            vecs[key].append(emb.encode(part, batch_size=batch[key]))
+            secs[key] += time.perf_counter() - t0
+    return {k: np.vstack(v) for k, v in vecs.items()}, secs
+
+
+def top_k(chunk_vecs: np.ndarray, query_vecs: np.ndarray, k: int) -> np.ndarray:
+    scores = query_vecs @ chunk_vecs.T
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return part
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean overlap |A∩B|/k and mean Jaccard of per-query top-k id sets."""
+    overlap, jaccard = [], []
+    for x, y in zip(a, b):
+        sx, sy = set(x.tolist()), set(y.tolist())
+        overlap.append(len(sx & sy) / len(sx))
+        jaccard.append(len(sx & sy) / len(sx | sy))
+    return float(np.mean(overlap)), float(np.mean(jaccard))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=2000, help="chunks to embed")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--fp32-batch", type=int, default=32, help="sentence-transformers' default is 32")
+    args = ap.parse_args()
+
+    import torch
+
+    chunker = Chunker()
+    zh, en = load_chunks(args.n, chunker)
+    texts = zh + en
+    qzh, qen = load_queries(args.queries)
+    queries = qzh + qen
+    embedders = {"fp32": SentenceTransformerEmbedder(), "fast": QuantizedMiniLMEmbedder()}
+    t0 = time.perf_counter()
+    for emb in embedders.values():
+        emb.encode(texts[:4])  # load + warm up
+    load_s = time.perf_counter() - t0
+    vecs, secs = timed_rounds(embedders, texts, args.rounds, {"fp32": args.fp32_batch, "fast": 64})
+    qvecs = {k: e.encode(queries) for k, e in embedders.items()}
+
+    cos = np.sum(vecs["fp32"] * vecs["fast"], axis=1)
+    nzh = len(zh)
+    tops = {k: top_k(vecs[k], qvecs[k], args.k) for k in embedders}
+    overlap, jaccard = agreement(tops["fp32"], tops["fast"])
+    ov_zh, _ = agreement(tops["fp32"][: len(qzh)], tops["fast"][: len(qzh)])
+    ov_en, _ = agreement(tops["fp32"][len(qzh) :], tops["fast"][len(qzh) :])
+    rate = {k: len(texts) / s for k, s in secs.items()}
+    print(json.dumps({
+        "chunks": len(texts),
+        "chunks_zh": nzh,
+        "chunks_en": len(en),
+        "mean_tokens": round(float(np.mean([chunker.count_tokens(t) for t in texts])), 1),
+        "torch_threads": torch.get_num_threads(),
+        "fp32_name": embedders["fp32"].name,
+        "fast_name": embedders["fast"].name,
+        "fp32_chunks_per_s": round(rate["fp32"], 2),
+        "fast_chunks_per_s": round(rate["fast"], 2),
+        "speedup": round(rate["fast"] / rate["fp32"], 2),
+        "mean_cosine": round(float(cos.mean()), 4),
+        "min_cosine": round(float(cos.min()), 4),
+        "mean_cosine_zh": round(float(cos[:nzh].mean()), 4),
+        "mean_cosine_en": round(float(cos[nzh:].mean()), 4),
+        "queries": len(queries),
+        f"top{args.k}_overlap": round(overlap, 4),
+        f"top{args.k}_jaccard": round(jaccard, 4),
+        f"top{args.k}_overlap_zh": round(ov_zh, 4),
+        f"top{args.k}_overlap_en": round(ov_en, 4),
+        "load_and_warmup_s": round(load_s, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
