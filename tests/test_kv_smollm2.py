@@ -1,0 +1,63 @@
+"""The default model (SmolLM2-135M-Instruct GGUF): exactness at the boundaries and an end-to-end answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chronorag.kvcache.generator import GenerationRequest, load_generator
+from chronorag.kvcache.prompt import build_prompt
+
+pytestmark = pytest.mark.slow
+
+CHUNKS = [
+    ("a", "Northwind Energy appointed Maria Lopez as chief executive in March 2021, replacing Tom Reed."),
+    ("b", "In 2019 Northwind opened a solar plant in Nevada with a capacity of 300 megawatts."),
+    ("c", "Northwind's revenue rose 12 percent in 2022, driven by wind projects in Texas."),
+]
+QUESTION = "Who became chief executive of Northwind Energy in 2021?"
+
+
+@pytest.fixture(scope="module")
+def gen():
+    torch.set_num_threads(2)
+    g = load_generator("hf", model=None, device="cpu")
+    if not g.blending_supported[0]:
+        pytest.fail(f"SmolLM2 should support blending: {g.blending_supported[1]}")
+    return g
+
+
+def test_template_prefix_and_runner_match_transformers(gen):
+    tok, model = gen.tokenizer, gen._loaded.model
+    parts = build_prompt(tok, "You are helpful.", CHUNKS, QUESTION)
+    assert tok.decode(parts.prefix_ids).startswith("<|im_start|>system\nYou are helpful.<|im_end|>")
+    assert tok.decode(parts.suffix_ids).endswith("<|im_start|>assistant\n")
+    with torch.no_grad():
+        ref = model(torch.tensor([parts.all_ids])).logits[0, -1]
+    ours, _, _ = gen.prefill_logits(GenerationRequest(QUESTION, CHUNKS, system_prompt="You are helpful.", mode="full"))
+    assert (ours - ref).abs().max() < 1e-3
+
+
+def test_ratio_one_and_single_chunk_match_full_prefill(gen):
+    req = dict(question=QUESTION, system_prompt="You are helpful.")
+    full, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS, mode="full", **req))
+    blended, rep, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS, ratio=1.0, **req))
+    assert rep.recomputed_tokens == rep.chunk_tokens and (blended - full).abs().max() < 1e-3
+    one_full, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS[:1], mode="full", **req))
+    one_blend, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS[:1], ratio=0.15, **req))
+    assert (one_blend - one_full).abs().max() < 1e-3
+    naive, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS, ratio=0.0, **req))
+    assert (naive - full).abs().max() > 1e-2  # multi-chunk reuse without recompute is not exact
+
+
+def test_blend_generation_end_to_end(gen):
+    """Decoding from the fused cache: a single cached chunk answers exactly like a full prefill."""
+    full = gen.generate(GenerationRequest(QUESTION, CHUNKS[:1], max_new_tokens=12, mode="full"))
+    blended = gen.generate(GenerationRequest(QUESTION, CHUNKS[:1], max_new_tokens=12))
+    assert "Lopez" in full.text and blended.token_ids == full.token_ids
+    first = gen.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=8))
+    assert (first.cache.chunk_hits, first.cache.chunk_misses) == (1, 2)  # "a" was cached above
+    again = gen.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=8))
+    assert (again.cache.chunk_hits, again.cache.chunk_misses) == (3, 0)
+    assert again.token_ids == first.token_ids  # stored KV reproduces what was just computed
+    assert again.text.strip() and again.timings.decode_tokens_per_s > 0
