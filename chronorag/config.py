@@ -29,8 +29,11 @@ class Settings:
     embedder: str = "minilm-int8"
     # FAISS index kind: 'flat' (exact inner product), 'hnsw' or 'ivf' for scale.
     dense_kind: str = "flat"
-    # Temporal graph extractor: 'rule' (fast default, no LLM) or 'none' to skip the graph.
+    # Temporal graph extractor: 'rule' (fast default, no LLM), 'llm' (the configured generator writes
+    # fact quadruples and period summaries; rules cover what it misses) or 'none' to skip the graph.
     graph: str = "rule"
+    # 'llm' graph only: generator calls per document (extraction cost is bounded per document).
+    graph_llm_calls_per_doc: int = 4
     # RRF weight of the graph for questions with a time scope: it is the only time-aware retriever.
     graph_time_weight: float = 3.0
     rrf_k: int = 60
@@ -83,8 +86,10 @@ class Settings:
             raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
         if self.generator not in {"hf", "vllm", "openai"}:
             raise ConfigError(f"generator must be hf, vllm or openai, got {self.generator!r}")
-        if self.graph.lower() not in {"rule", "none"}:
-            raise ConfigError(f"graph must be rule or none, got {self.graph!r}")
+        if self.graph.lower() not in {"rule", "llm", "none"}:
+            raise ConfigError(f"graph must be rule, llm or none, got {self.graph!r}")
+        if self.graph_llm_calls_per_doc < 1:
+            raise ConfigError("graph_llm_calls_per_doc must be >= 1")
         if self.rrf_k < 1 or self.candidate_depth < 1 or self.ingest_batch < 1 or self.workers < 1:
             raise ConfigError("rrf_k, candidate_depth, ingest_batch and workers must be positive")
         return self

@@ -8,6 +8,7 @@ lock, so two processes never write the same index files and a crash only leaves 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,9 +23,14 @@ from chronorag.ingest.pipeline import IngestReport, ingest_documents
 from chronorag.store import Store
 from chronorag.types import Document, LoadError, SearchFilters, SearchHit
 
+log = logging.getLogger(__name__)
+
 
 class DataDirLocked(RuntimeError):
     """Another process is writing to this data directory."""
+
+
+LLM_GRAPH_SYSTEM = "You extract facts from news text and answer with JSON only."
 
 
 class ChronoRAG:
@@ -78,8 +84,27 @@ class ChronoRAG:
         if self._graph is None and self.settings.graph_enabled:
             from chronorag.graph import GraphIndex
 
-            self._graph = GraphIndex(self.store)
+            extractor = summariser = None
+            if self.settings.graph.lower() == "llm":
+                extractor, summariser = self._llm_graph_parts()
+            self._graph = GraphIndex(self.store, extractor=extractor, summariser=summariser)
         return self._graph
+
+    def _llm_graph_parts(self):
+        """LLM extractor + summariser over the configured generator; the rule extractor backs it up."""
+        from chronorag.graph.extract import RuleExtractor
+        from chronorag.graph.llm_extract import LLMExtractor, LLMSummariser
+        from chronorag.kvcache import GenerationRequest
+
+        def complete(prompt: str) -> str:
+            request = GenerationRequest(prompt, (), system_prompt=LLM_GRAPH_SYSTEM, max_new_tokens=256, mode="full")
+            return self.generator.generate(request).text
+
+        s = self.settings
+        model = s.model or f"{s.generator}-default"
+        extractor = LLMExtractor(complete, max_calls_per_doc=s.graph_llm_calls_per_doc,
+                                 fallback=RuleExtractor(), model_name=model)
+        return extractor, LLMSummariser(complete)
 
     @property
     def generator(self):
@@ -152,6 +177,10 @@ class ChronoRAG:
     def _sync_locked(self, report: IngestReport | None, progress: Callable | None) -> None:
         for index in self.indexes():
             t0 = time.perf_counter()
+            if getattr(index, "extractor_changed", False):
+                # the graph's rows came from another extractor (e.g. rule -> llm): redo them all
+                log.warning("graph extractor changed to %s; re-extracting every chunk", index.extractor.name)
+                index.reset()
             catch_up(self.store, index, progress=progress)
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)

@@ -6,9 +6,10 @@ calls themselves are not. Modes:
 
 * ``prefix`` (default): vLLM with ``enable_prefix_caching=True``; the baseline engine.
 * ``blend``: vLLM + LMCache's ``LMCacheConnectorV1`` with blending enabled (CacheBlend). Segments are
-  separated by ``blend_separator`` tokens, as LMCache's blend_kv_v1 example expects. The combination
-  LMCache reports working is vllm 0.10.0-0.11.0 with lmcache 0.3.12 (CUDA); other pairs may not
-  blend at all. If lmcache cannot be imported the backend falls back to ``prefix`` and says why.
+  separated by ``blend_separator`` tokens, as LMCache's blend_kv_v1 example expects. The ``gpu`` extra
+  pins vllm 0.32.0 (the newest built for torch 2.13.0, which the CPU stack pins) and lmcache 0.5.6;
+  whether that pair blends has not been verified on a GPU. If lmcache cannot be imported the backend
+  falls back to ``prefix`` and says why.
 * ``full``: prefix caching off, a plain full prefill per request.
 """
 

@@ -103,3 +103,42 @@ def test_llm_summariser_falls_back_to_extractive():
     assert good.summarise("2021-05", items) == "Acme relocated to Denver in May." and good.calls == 1
     broken = LLMSummariser(Fake(RuntimeError("timeout")))
     assert broken.summarise("2021-05", items) == "Acme moved to Denver."
+
+
+class FakeGenerator:
+    """Stands in for the configured generator: answers the extraction prompt with fixed JSON."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.requests = []
+
+    def generate(self, request):
+        from chronorag.kvcache import CacheReport, GenerationResult, Timings
+
+        self.requests.append(request)
+        return GenerationResult(self.reply, [], "stop", Timings(), CacheReport())
+
+
+def test_engine_graph_llm_uses_the_configured_generator(tmp_path):
+    from fakes import HashingEmbedder
+
+    from chronorag.config import load_settings
+    from chronorag.engine import ChronoRAG
+
+    doc = Document("n1", TEXT, PUB, title="Northwind news")
+    rule = ChronoRAG(load_settings(env={}, data_dir=tmp_path), embedder=HashingEmbedder())
+    rule.insert([doc])
+    assert rule.graph.extractor.name.startswith("rule")
+    rule.close()
+
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path, graph="llm", graph_llm_calls_per_doc=2),
+                    embedder=HashingEmbedder())
+    fake = FakeGenerator(GOOD)
+    rag._generator = fake  # what `generator` would build from settings
+    assert rag.graph.extractor_changed
+    rag.sync()  # rows from the rule extractor are redone by the LLM one
+    assert not rag.graph.extractor_changed and fake.requests
+    assert all(r.mode == "full" and not r.chunks for r in fake.requests)
+    timeline = rag.graph.entity_timeline("Maria Chen")
+    assert any(f["relation"] == "chief executive of" and f["valid_from"].startswith("2021-03-15") for f in timeline)
+    rag.close()
