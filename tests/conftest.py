@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
+import os
+import shutil
 import socket
+import tempfile
 
 import pytest
+
+# Converted models go to a per-run directory, never the user's ~/.cache.
+_MODEL_CACHE = tempfile.mkdtemp(prefix="chronorag-test-models-")
+os.environ["CHRONORAG_MODEL_CACHE"] = _MODEL_CACHE
+atexit.register(shutil.rmtree, _MODEL_CACHE, True)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -61,3 +61,21 @@ def test_blend_generation_end_to_end(gen):
     assert (again.cache.chunk_hits, again.cache.chunk_misses) == (3, 0)
     assert again.token_ids == first.token_ids  # stored KV reproduces what was just computed
     assert again.text.strip() and again.timings.decode_tokens_per_s > 0
+
+
+def test_converted_model_cache_matches_the_gguf(gen):
+    """The safetensors copy made on first load gives the same tokens and logits, and only a
+    complete copy is ever used."""
+    from chronorag.kvcache import model_loader as ml
+
+    path = ml._cache_dir_for(ml.default_model_cache(), gen._loaded.model_id)
+    assert (path / "COMPLETE").is_file()
+    tok, lm = ml._load_converted(path)
+    assert ml.tokenizer_identity(tok) == gen._loaded.tokenizer_id
+    ids = tok(QUESTION)["input_ids"]
+    assert ids == gen.tokenizer(QUESTION)["input_ids"]
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        assert (lm(x).logits - gen._loaded.model(x).logits).abs().max() < 1e-5
+    (path / "COMPLETE").unlink()
+    assert ml._load_converted(path) is None
