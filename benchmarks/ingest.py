@@ -1,7 +1,8 @@
 """Ingest N CRUD-RAG documents and print one JSON line of throughput, per-stage time, memory, disk.
 
-    python benchmarks/ingest.py                 # 5,000 documents, BM25 + dense
-    python benchmarks/ingest.py --all --no-dense # the whole corpus, BM25 only (the <= 5 min target)
+    python benchmarks/ingest.py                 # 5,000 documents, BM25 + dense + temporal graph
+    python benchmarks/ingest.py --all --no-dense --graph none  # whole corpus, BM25 only (<= 5 min target)
+    python benchmarks/ingest.py --all --no-dense               # ... plus the graph (<= 2x slower target)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--all", action="store_true", help="all 68,798 documents")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--graph", choices=["rule", "none"], default="rule", help="temporal graph extractor")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--data-dir", type=Path, help="keep the index here (default: a temp dir, removed)")
@@ -53,7 +55,7 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="chronorag-bench-"))
     settings = load_settings(
         env={}, data_dir=data_dir, workers=args.workers, chunk_size=args.chunk_size,
-        embedder="none" if args.no_dense else None,
+        embedder="none" if args.no_dense else None, graph=args.graph,
     )
     engine = ChronoRAG(settings)
     records = load_crud(crud_dir() / "corpus.jsonl.gz")
@@ -68,6 +70,12 @@ def main() -> None:
     t0 = time.perf_counter()
     catch_up(engine.store, engine.bm25)
     stages["bm25"] = time.perf_counter() - t0
+    graph_info = {}
+    if engine.graph is not None:
+        t0 = time.perf_counter()
+        catch_up(engine.store, engine.graph)
+        stages["graph"] = time.perf_counter() - t0
+        graph_info = {k: v for k, v in engine.graph.stats().items() if isinstance(v, (int, float))}
     if not args.no_dense:
         t0 = time.perf_counter()
         embed_missing(engine)
@@ -86,6 +94,8 @@ def main() -> None:
         "chunk_size": settings.chunk_size,
         "workers": settings.workers,
         "dense": not args.no_dense,
+        "graph": args.graph,
+        "graph_stats": graph_info,
         "seconds": round(total, 2),
         "docs_per_s": round(report.documents / total, 1),
         "chunks_per_s": round(counts["chunks"] / total, 1),

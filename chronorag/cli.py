@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true")
     k = ksub.add_parser("stats", help="KV cache tiers: entries, bytes, hits, misses")
     _add_common(k)
+    k.add_argument("--json", action="store_true")
 
     p = sub.add_parser("stats", help="what the data directory holds")
     _add_common(p)
@@ -270,7 +271,12 @@ def cmd_kv(args: argparse.Namespace) -> int:
         raise UsageError("kv needs a subcommand: warm [DOC_ID...] or stats")
     with _open_engine(_settings(args)) as engine:
         if args.kv_command == "stats":
-            print(json.dumps(engine.generator.cache_stats(), default=str))
+            stats = engine.generator.cache_stats()
+            if args.json:
+                print(json.dumps(stats, default=str))
+            else:
+                for key, value in stats.items():
+                    print(f"{key:<22} {value:.3f}" if isinstance(value, float) else f"{key:<22} {value}")
             return 0
         missing = [d for d in args.doc_ids if engine.store.get_document(d) is None]
         if missing:

@@ -170,7 +170,8 @@ def _relative_unit(ref: datetime, unit: str, offset: int, tz: tzinfo) -> TimeSpa
 
 
 # --------------------------------------------------------------------- English
-def _en_rules() -> list[tuple[re.Pattern, object]]:
+def _rule_collector():
+    """A list and a ``@rule(pattern)`` decorator that appends (pattern, handler) to it, in order."""
     rules: list[tuple[str, object]] = []
 
     def rule(pattern: str):
@@ -178,6 +179,12 @@ def _en_rules() -> list[tuple[re.Pattern, object]]:
             rules.append((pattern, fn))
             return fn
         return deco
+
+    return rules, rule
+
+
+def _en_rules() -> list[tuple[re.Pattern, object]]:
+    rules, rule = _rule_collector()
 
     @rule(r"\b(?P<y>(?:19|20)\d{2})[-/.](?P<m>[01]?\d)[-/.](?P<d>[0-3]?\d)\b")
     def _iso(g, ref, tz):
@@ -261,13 +268,7 @@ def _en_rules() -> list[tuple[re.Pattern, object]]:
 
 # --------------------------------------------------------------------- Chinese
 def _zh_rules() -> list[tuple[re.Pattern, object]]:
-    rules: list[tuple[str, object]] = []
-
-    def rule(pattern: str):
-        def deco(fn):
-            rules.append((pattern, fn))
-            return fn
-        return deco
+    rules, rule = _rule_collector()
 
     @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<m>" + _ZHN + r"{1,2})\s*月\s*(?P<d>" + _ZHN + r"{1,3})\s*[日号]")
     def _ymd(g, ref, tz):

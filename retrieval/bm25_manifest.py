@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chronorag.retrieval.bm25_files import atomic_write, file_stamp
+from chronorag.retrieval.index_files import atomic_write, file_stamp
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

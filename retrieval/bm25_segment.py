@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chronorag.retrieval.bm25_files import fsync_dir, fsync_tree
+from chronorag.retrieval.index_files import fsync_dir, fsync_tree
 from chronorag.retrieval.bm25_scoring import ScoreMatrix, build_score_matrix, lucene_idf
 
 SEGMENT_META = "segment.json"

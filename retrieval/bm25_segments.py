@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chronorag.retrieval.bm25_files import dir_lock, file_stamp, remove_path, remove_unreferenced
+from chronorag.retrieval.index_files import dir_lock, file_stamp, remove_path, remove_unreferenced
 from chronorag.retrieval.bm25_manifest import (
     MANIFEST,
     Manifest,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +16,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from chronorag.retrieval.index_files import atomic_write, fsync_dir
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _DATA_SUFFIXES = (".faiss", ".npy", ".tmp")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -85,12 +78,12 @@ def commit(
     if index is not None or file_name is None:
         file_name = f"dense-{generation}.faiss"
         faiss.write_index(index, str(directory / file_name))
-        _fsync(directory / file_name)
+        fsync_dir(directory / file_name)
     tomb_name = None
     if len(tombstones):
         tomb_name = f"tombstones-{generation}.npy"
         np.save(directory / tomb_name, np.asarray(tombstones, dtype=np.int64))
-        _fsync(directory / tomb_name)
+        fsync_dir(directory / tomb_name)
     manifest = {
         "version": FORMAT_VERSION,
         **meta,
@@ -98,13 +91,7 @@ def commit(
         "tombstones": tomb_name,
         "applied_seq": int(seq),
     }
-    tmp = directory / f"{MANIFEST}.{generation}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, directory / MANIFEST)
-    _fsync(directory)
+    atomic_write(directory / MANIFEST, lambda fh: fh.write(json.dumps(manifest).encode("utf-8")))
     keep = {MANIFEST, file_name, tomb_name}
     for path in directory.iterdir():
         if path.name not in keep and path.suffix in _DATA_SUFFIXES:

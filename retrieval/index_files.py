@@ -1,4 +1,4 @@
-"""Crash-safe file handling for the BM25 index directory: atomic writes, fsync, locks, clean-up.
+"""Crash-safe file handling for index directories (BM25 segments, FAISS): atomic writes, fsync, locks, clean-up.
 
 Every durable change is "write elsewhere, fsync, rename over": a reader or a restarted process
 sees either the old file or the new one, never a mix. Partial files carry a leading dot and a
@@ -18,6 +18,7 @@ from typing import IO, Iterator
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync a directory (or a file): makes renames and new files in it durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

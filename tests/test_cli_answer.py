@@ -1,0 +1,89 @@
+"""`answer` and `kv` through the CLI, with a tiny seeded model standing in for SmolLM2 (fast)."""
+
+import json
+
+import pytest
+
+import chronorag.kvcache as kvcache
+from chronorag.cli import main
+from chronorag.kvcache.hf_backend import HFGenerator
+from chronorag.kvcache.testing import CharTokenizer, tiny_model
+
+DOCS = [
+    {"id": "a", "text": "Northwind Energy appointed Maria Lopez as chief executive.", "published_at": "2021-03-01"},
+    {"id": "b", "text": "Northwind Energy moved its headquarters to Riverton.", "published_at": "2022-06-15"},
+    {"id": "c", "text": "The city council approved a new tram line for Riverton.", "published_at": "2022-07-01"},
+]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHRONORAG_EMBEDDER", "none")
+    monkeypatch.setenv("CHRONORAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    built = []
+
+    def fake_load_generator(backend="hf", model=None, **opts):
+        assert backend == "hf"
+        gen = HFGenerator.from_model(tiny_model(seed=1), CharTokenizer(), model_id="tiny", **opts)
+        built.append(gen)
+        return gen
+
+    monkeypatch.setattr(kvcache, "load_generator", fake_load_generator)
+    (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+    assert main(["ingest", "docs.jsonl", "--quiet"]) == 0
+    return built
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_answer_json_then_reuses_disk_kv_in_a_new_process(env, capsys):
+    code, out, _ = _run(capsys, "answer", "Who leads Northwind Energy?", "--top-k", "2", "--json",
+                        "--max-new-tokens", "4")
+    assert code == 0
+    first = json.loads(out)
+    assert isinstance(first["answer"], str) and len(first["sources"]) == 2
+    assert first["cache"]["chunk_misses"] == 2 and first["cache"]["mode"].startswith("blend")
+    assert first["timings"]["ttft_s"] > 0
+    # a new engine (as a new process would) finds the chunks' KV on the disk tier
+    code, out, _ = _run(capsys, "answer", "Who leads Northwind Energy?", "--top-k", "2", "--json",
+                        "--max-new-tokens", "4")
+    again = json.loads(out)
+    assert (again["cache"]["chunk_hits"], again["cache"]["chunk_misses"]) == (2, 0)
+    assert again["answer"] == first["answer"]
+    assert len(env) == 2
+
+
+def test_human_output_and_modes(env, capsys):
+    code, out, _ = _run(capsys, "answer", "Where is Northwind based?", "--top-k", "2", "--mode", "full",
+                        "--max-new-tokens", "3")
+    assert code == 0 and "mode full" in out and "[1] " in out and "TTFT" in out
+
+
+def test_kv_warm_stats_and_delete_drops_entries(env, capsys):
+    code, out, _ = _run(capsys, "kv", "warm", "a", "b", "--quiet")
+    assert code == 0 and out.startswith("computed KV for 2 chunk(s)")
+    code, out, _ = _run(capsys, "kv", "stats", "--json")
+    stats = json.loads(out)
+    assert code == 0 and stats["disk_entries"] == 2
+    code, out, _ = _run(capsys, "kv", "stats")
+    assert code == 0 and "disk_entries" in out and "{" not in out
+    assert _run(capsys, "delete", "a")[0] == 0
+    code, out, _ = _run(capsys, "kv", "stats", "--json")
+    assert json.loads(out)["disk_entries"] == 1  # the deleted document's chunk KV is gone
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["answer", "q", "--ratio", "2"], "ratio must be in [0, 1]"),
+    (["answer", "q", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["answer", "   "], "question"),
+    (["kv", "warm", "nope"], "unknown document id(s): nope"),
+    (["kv"], "kv needs a subcommand"),
+])
+def test_bad_input_is_one_line_exit_2(env, capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
