@@ -5,7 +5,9 @@
 
 Both variants are loaded and warmed up first; the chunks are then embedded in alternating rounds
 (fp32, fast, fp32, fast, ...) so that load from other processes hits both alike. Retrieval agreement:
-for questions from both datasets' question files, the top-8 chunk ids under each variant.
+for questions from both datasets' question files, the top-8 chunk ids under each variant. Recall:
+dense-only gold-document recall@8 of each variant on two labelled pools (ECT-QA transcripts with
+their evidence documents; CRUD-RAG gold articles plus distractors).
 """
 
 from __future__ import annotations
@@ -92,6 +94,59 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.mean(overlap)), float(np.mean(jaccard))
 
 
+def labelled_pools(chunker: Chunker, crud_questions: int, crud_distractors: int) -> dict[str, tuple]:
+    """Gold-labelled retrieval pools: (chunk texts, owning doc of each chunk, questions, gold doc sets).
+
+    ECT-QA: all 96 transcripts, the answerable questions, evidence documents as gold. CRUD-RAG: the
+    gold articles of the first ``crud_questions`` 1-doc questions plus every 50th other article.
+    """
+    pools = {}
+    texts, owners = [], []
+    with gzip.open(ect_dir() / "corpus_2024.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            d = json.loads(line)
+            name = f"{d['sector']}-{d['stock_code']}-{d['year']}-{d['quarter']}"
+            for c in chunker.split(d["cleaned_content"]):
+                texts.append(c.text)
+                owners.append(name)
+    known = set(owners)
+    qs, gold = [], []
+    with open(ect_dir() / "questions_2024.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            g = {e["ect_filename"].removesuffix(".json") for e in row.get("evidence_list") or []} & known
+            if g and row.get("answer") != "unanswerable":
+                qs.append(row["question"])
+                gold.append(g)
+    pools["ect"] = (texts, owners, qs, gold)
+
+    with open(crud_dir() / "questions_1doc.json", encoding="utf-8") as fh:
+        items = [v for v in json.load(fh).values() if v.get("gold_doc_ids")][:crud_questions]
+    wanted = {d for v in items for d in v["gold_doc_ids"]}
+    texts, owners, extra = [], [], 0
+    with gzip.open(crud_dir() / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            rec = json.loads(line)
+            if rec["id"] not in wanted and (i % 50 or extra >= crud_distractors):
+                continue
+            extra += rec["id"] not in wanted
+            for c in chunker.split(rec["text"].split("正文：", 1)[-1]):
+                texts.append(c.text)
+                owners.append(rec["id"])
+    known = set(owners)
+    qs = [v["question"][0] for v in items]
+    gold = [set(v["gold_doc_ids"]) & known for v in items]
+    pools["crud"] = (texts, owners, qs, gold)
+    return pools
+
+
+def recall_at_k(chunk_vecs: np.ndarray, owners: list[str], query_vecs: np.ndarray, gold: list[set], k: int) -> float:
+    """Share of gold documents among the documents of each query's top-k chunks, averaged."""
+    scores = query_vecs @ chunk_vecs.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float(np.mean([len({owners[i] for i in row} & g) / len(g) for row, g in zip(top, gold) if g]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000, help="chunks to embed")
@@ -99,6 +154,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--fp32-batch", type=int, default=32, help="sentence-transformers' default is 32")
+    ap.add_argument("--crud-questions", type=int, default=200, help="labelled CRUD questions in the recall pool")
+    ap.add_argument("--crud-distractors", type=int, default=800)
+    ap.add_argument("--no-recall", action="store_true", help="skip the gold-labelled recall@k comparison")
     args = ap.parse_args()
 
     import torch
@@ -123,6 +181,15 @@ def main() -> None:
     ov_zh, _ = agreement(tops["fp32"][: len(qzh)], tops["fast"][: len(qzh)])
     ov_en, _ = agreement(tops["fp32"][len(qzh) :], tops["fast"][len(qzh) :])
     rate = {k: len(texts) / s for k, s in secs.items()}
+    recall = {}
+    if not args.no_recall:
+        for name, (ptexts, owners, pq, gold) in labelled_pools(chunker, args.crud_questions, args.crud_distractors).items():
+            for key, emb in embedders.items():
+                r = recall_at_k(emb.encode(ptexts), owners, emb.encode(pq), gold, args.k)
+                recall[f"{name}_dense_recall@{args.k}_{key}"] = round(r, 4)
+            recall[f"{name}_recall_pool"] = {"chunks": len(ptexts), "questions": len(pq)}
+            recall[f"{name}_recall_gap"] = round(recall[f"{name}_dense_recall@{args.k}_fast"]
+                                                 - recall[f"{name}_dense_recall@{args.k}_fp32"], 4)
     print(json.dumps({
         "chunks": len(texts),
         "chunks_zh": nzh,
@@ -144,6 +211,7 @@ def main() -> None:
         f"top{args.k}_overlap_zh": round(ov_zh, 4),
         f"top{args.k}_overlap_en": round(ov_en, 4),
         "load_and_warmup_s": round(load_s, 1),
+        **recall,
     }))
 
 

@@ -131,14 +131,19 @@ class LayerRunner:
             keys = keys.repeat_interleave(groups, dim=0)
             values = values.repeat_interleave(groups, dim=0)
         rows = pos.numel()
-        mask, causal = None, False
-        if rows == kv_len and bool((pos == torch.arange(kv_len, device=pos.device)).all()):
-            causal = True  # every position in order: the fused causal kernel
+        mask, causal, pad = None, False, 0
+        tail = rows > 1 and bool((pos == torch.arange(kv_len - rows, kv_len, device=pos.device)).all())
+        if tail and 2 * rows >= kv_len:
+            # the last rows in order (full prefill, or prefix caching's long suffix): pad the queries
+            # to a square and use the fused causal kernel, ~2x faster on CPU than an explicit mask
+            causal, pad = True, kv_len - rows
+            if pad:
+                q = torch.cat([q.new_zeros(q.shape[0], pad, q.shape[2]), q], dim=1)
         elif not (rows == 1 and int(pos[0]) == kv_len - 1):  # a lone last row sees everything
             mask = torch.arange(kv_len, device=self.device)[None, :] <= pos.to(self.device)[:, None]
         out = F.scaled_dot_product_attention(
             q[None], keys[None], values[None], attn_mask=mask, is_causal=causal, scale=self.scaling
-        )[0]
+        )[0, :, pad:]
         out = out.transpose(0, 1).reshape(hidden.shape[0], -1)
         hidden = hidden + mod.self_attn.o_proj(out)
         return hidden + mod.mlp(mod.post_attention_layernorm(hidden))
