@@ -227,7 +227,9 @@ class ChronoRAG:
         """Hybrid retrieval (BM25 + dense + temporal graph, fused with RRF) under optional filters.
 
         ``retrievers`` picks sources explicitly; otherwise all enabled ones are used, the graph
-        only when ``use_graph``.
+        only when ``use_graph``, and vectors only for questions in a language the embedder was
+        trained on (the default MiniLM is English-only: its neighbours for a Chinese question are
+        noise that would dilute BM25 in fusion).
         """
         if not question or not question.strip():
             raise ValueError("question is empty")
@@ -248,9 +250,18 @@ class ChronoRAG:
                 raise ValueError(f"retriever(s) disabled in settings: {', '.join(off)}")
         else:
             use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
+            if "dense" in use and not self._embedder_speaks(question):
+                use = tuple(n for n in use if n != "dense")
         return self.retriever.search(
             question, top_k=top_k, filters=filters, use=use, weights=self._fusion_weights(question, use)
         )
+
+    def _embedder_speaks(self, question: str) -> bool:
+        from chronorag.retrieval.tokenize import detect_language
+
+        languages = getattr(self.embedder, "languages", None)
+        language = detect_language(question)
+        return not languages or language == "mixed" or language in languages
 
     def _fusion_weights(self, question: str, use: Sequence[str]) -> dict[str, float] | None:
         """Trust the graph more when the question asks about a time: BM25 and vectors cannot tell

@@ -57,6 +57,10 @@ class GraphIndex:
         self._pending_del: set[int] = set()
         self.extract_seconds = 0.0
         self.partial_queries = True
+        # per-query subgraphs: the last one is reused (parse_question then retrieve of one question)
+        # and the period summaries are read once per committed version of the tables
+        self._last_partial: tuple[tuple, GraphRetriever] | None = None
+        self._summaries: tuple[str | None, dict] | None = None
 
     # ------------------------------------------------------- DerivedIndex
     @property
@@ -162,7 +166,7 @@ class GraphIndex:
                 mentions.append(m)
         g = TemporalGraph()
         g.load(fs.chunks_by_id(self.store, chunk_ids), mentions, facts)
-        summaries = fs.read_summaries(self.store)
+        summaries = self._cached_summaries()
         if period:
             for label in summaries:
                 if label.startswith(period[:4]):
@@ -170,9 +174,23 @@ class GraphIndex:
         g.timeline.restore(summaries)
         return g
 
+    def _cached_summaries(self) -> dict:
+        version = fs.read_meta(self.store, "applied_seq")
+        if self._summaries is None or self._summaries[0] != version:
+            self._summaries = (version, fs.read_summaries(self.store))
+        return self._summaries[1]
+
     def _retriever_for(self, question: str, now: datetime | None = None) -> GraphRetriever:
         if self._graph is not None or not self.partial_queries:
             return self.retriever
+        memo_key = (question, now, fs.read_meta(self.store, "applied_seq"))
+        if self._last_partial is not None and self._last_partial[0] == memo_key:
+            return self._last_partial[1]
+        retriever = self._partial_retriever(question, now)
+        self._last_partial = (memo_key, retriever)
+        return retriever
+
+    def _partial_retriever(self, question: str, now: datetime | None) -> GraphRetriever:
         found = fs.keys_for_aliases(self.store, surface_candidates(question))
         keys = set().union(*found.values()) if found else set()
         period = None

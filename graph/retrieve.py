@@ -281,8 +281,10 @@ class GraphRetriever:
                 cids = [int(ref)] if kind == "chunk" else sorted(self.graph.facts[ref].sources) if ref in self.graph.facts else []
                 for cid in cids:
                     chunk_scores[cid] = max(chunk_scores.get(cid, 0.0), weight)
-        if labels:
-            for f in self._facts_under(labels[0]):
+        if labels:  # fill up with any chunk behind a fact of the period; a year can hold 10^5 facts,
+            for f in self._facts_under(labels[0]):  # so stop once there are enough candidates
+                if len(chunk_scores) >= k:
+                    break
                 for cid in f.sources:
                     chunk_scores.setdefault(cid, 0.2 + 0.1 * f.confidence)
         ranked = sorted(chunk_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

@@ -109,3 +109,22 @@ def test_stats(rag):
     assert s["documents"] == 10 and s["chunks"] >= 10
     assert s["indexes"]["bm25"]["applied_seq"] == s["change_seq"] == s["indexes"]["dense"]["applied_seq"]
     assert s["published_from"].startswith("2020") and s["disk_bytes"] > 0
+
+
+def test_vectors_only_for_questions_in_the_embedders_languages(tmp_path):
+    """An English-only embedder is left out of fusion for Chinese questions, kept for English and
+    mixed ones, and still used when asked for explicitly."""
+    emb = HashingEmbedder()
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path, graph="none"), embedder=emb)
+    rag.insert([Document("zh", "北京市政府发布了新的交通规划，地铁线路将延长。", datetime(2023, 8, 1, tzinfo=UTC)),
+                Document("en", "The river harbor report discussed the copper budget.", datetime(2023, 8, 2, tzinfo=UTC))])
+    before = emb.encoded
+    hits = rag.retrieve("北京地铁规划", top_k=2)
+    assert hits[0].doc_id == "zh" and "dense" not in hits[0].scores and emb.encoded == before
+    hits = rag.retrieve("copper budget", top_k=2)
+    assert hits[0].doc_id == "en" and "dense" in hits[0].scores
+    hits = rag.retrieve("北京地铁规划", top_k=2, retrievers=["bm25", "dense"])
+    assert any("dense" in h.scores for h in hits)
+    emb.languages = frozenset({"en", "zh"})  # a multilingual embedder takes part again
+    assert any("dense" in h.scores for h in rag.retrieve("北京地铁规划", top_k=2))
+    rag.close()
