@@ -128,3 +128,14 @@ def test_vectors_only_for_questions_in_the_embedders_languages(tmp_path):
     emb.languages = frozenset({"en", "zh"})  # a multilingual embedder takes part again
     assert any("dense" in h.scores for h in rag.retrieve("北京地铁规划", top_k=2))
     rag.close()
+
+
+def test_graph_joins_fusion_only_for_questions_that_name_a_time(tmp_path):
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path), embedder=HashingEmbedder())
+    rag.insert([Document("a", "Northwind Energy appointed Maria Lopez as chief executive.", datetime(2021, 3, 1, tzinfo=UTC)),
+                Document("b", "Northwind Energy named Tom Reed chief executive.", datetime(2023, 5, 1, tzinfo=UTC))])
+    timeless = rag.retrieve("Northwind Energy chief executive", top_k=2)
+    assert all("graph" not in h.scores for h in timeless)
+    timed = rag.retrieve("Who was the chief executive of Northwind Energy in 2021?", top_k=2)
+    assert any("graph" in h.scores for h in timed) and timed[0].doc_id == "a"
+    rag.close()
