@@ -45,6 +45,7 @@ class ChronoRAG:
         self._retriever = None
         self._generator = None
         self._kv_index = None
+        self._last_parse = None
 
     # ------------------------------------------------------------ components
     @property
@@ -252,7 +253,7 @@ class ChronoRAG:
             use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
             if "dense" in use and not self._embedder_speaks(question):
                 use = tuple(n for n in use if n != "dense")
-            if "graph" in use and self.graph.parse_question(question).scope.mode == "any":
+            if "graph" in use and self._graph_parse(question).scope.mode == "any":
                 # no time in the question: the graph's candidates are mere entity mentions, which
                 # only dilute BM25 (CRUD-RAG: recall@8 0.290 -> 0.275 with them)
                 use = tuple(n for n in use if n != "graph")
@@ -267,12 +268,19 @@ class ChronoRAG:
         language = detect_language(question)
         return not languages or language == "mixed" or language in languages
 
+    def _graph_parse(self, question: str):
+        """Only the scope mode and relation hints are read from it, so reuse within one store version is safe."""
+        key = (question, self.store.max_seq())  # a new ingest may add the entities it names
+        if self._last_parse is None or self._last_parse[0] != key:
+            self._last_parse = (key, self.graph.parse_question(question))
+        return self._last_parse[1]
+
     def _fusion_weights(self, question: str, use: Sequence[str]) -> dict[str, float] | None:
         """Trust the graph more when the question asks about a time: BM25 and vectors cannot tell
         a 2019 statement of a fact from a 2022 one, the graph's validity intervals can."""
         if "graph" not in use or self.graph is None:
             return None
-        parsed = self.graph.parse_question(question)
+        parsed = self._graph_parse(question)
         # Only when the question asks for a relation the graph tracks over time (who led, where
         # based, revenue...) at some time; for other questions its candidates are mere mentions.
         if parsed.scope.mode == "any" or not parsed.relations:
