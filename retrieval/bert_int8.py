@@ -1,4 +1,7 @@
-"""A compact MiniLM (BERT) encoder whose Linear layers run in int8, with outlier channels kept in fp32.
+"""A compact BERT sentence encoder whose Linear layers run in int8, with outlier channels kept in fp32.
+
+Used for all-MiniLM-L6-v2 (6 layers) and multilingual-e5-small (12 layers); both are BERT blocks of
+width 384 with 12 heads, mean pooling and L2 normalisation.
 
 Plain dynamic int8 quantisation of all-MiniLM-L6-v2 costs a lot of accuracy (cosine to the fp32
 vectors ~0.96) because a handful of hidden channels carry values 20-30x larger than the rest, which
@@ -19,9 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HIDDEN = 384
-HEADS = 12
-LAYERS = 6
 LN_EPS = 1e-12
 
 # Outlier rule: an input channel whose calibrated max |x| exceeds OUTLIER_RATIO x the median channel's
@@ -83,48 +83,49 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return lin
 
 
-def _layer_norm(weight: torch.Tensor, bias: torch.Tensor) -> nn.LayerNorm:
-    ln = nn.LayerNorm(weight.shape[0], eps=LN_EPS)
+def _layer_norm(weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS) -> nn.LayerNorm:
+    ln = nn.LayerNorm(weight.shape[0], eps=eps)
     ln.weight.data = weight
     ln.bias.data = bias
     return ln
 
 
 class _Layer(nn.Module):
-    def __init__(self, sd: dict[str, torch.Tensor], p: str) -> None:
+    def __init__(self, sd: dict[str, torch.Tensor], p: str, heads: int, eps: float) -> None:
         super().__init__()
+        self.heads = heads
         qkv = [f"{p}attention.self.{n}" for n in ("query", "key", "value")]
         self.qkv = _linear(
             torch.cat([sd[n + ".weight"] for n in qkv]), torch.cat([sd[n + ".bias"] for n in qkv])
         )
         self.attn_out = _linear(sd[p + "attention.output.dense.weight"], sd[p + "attention.output.dense.bias"])
-        self.ln1 = _layer_norm(sd[p + "attention.output.LayerNorm.weight"], sd[p + "attention.output.LayerNorm.bias"])
+        self.ln1 = _layer_norm(sd[p + "attention.output.LayerNorm.weight"], sd[p + "attention.output.LayerNorm.bias"], eps)
         self.ffn_in = _linear(sd[p + "intermediate.dense.weight"], sd[p + "intermediate.dense.bias"])
         self.ffn_out = _linear(sd[p + "output.dense.weight"], sd[p + "output.dense.bias"])
-        self.ln2 = _layer_norm(sd[p + "output.LayerNorm.weight"], sd[p + "output.LayerNorm.bias"])
+        self.ln2 = _layer_norm(sd[p + "output.LayerNorm.weight"], sd[p + "output.LayerNorm.bias"], eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, HEADS, d // HEADS).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = self.ln1(self.attn_out(ctx.transpose(1, 2).reshape(b, n, d)).add_(x))
         return self.ln2(self.ffn_out(F.gelu(self.ffn_in(x))).add_(x))
 
 
-class MiniLMEncoder(nn.Module):
-    """BERT encoder + mean pooling + L2 normalisation: the all-MiniLM-L6-v2 sentence embedding."""
+class BertEncoder(nn.Module):
+    """BERT encoder + mean pooling + L2 normalisation (sentence-transformers' recipe).
 
-    def __init__(self, model_dir: Path) -> None:
+    ``sd`` uses Hugging Face BERT names without the word embeddings, which come as a module
+    (an ``nn.Embedding``, or a table that stays quantised) so large vocabularies need not be fp32.
+    """
+
+    def __init__(self, sd: dict[str, torch.Tensor], word: nn.Module, layers: int, heads: int, eps: float = LN_EPS) -> None:
         super().__init__()
-        from safetensors.torch import load_file
-
-        raw = load_file(str(Path(model_dir) / "model.safetensors"))
-        sd = {k.removeprefix("bert.").removeprefix("model."): v for k, v in raw.items()}
-        self.word = nn.Embedding.from_pretrained(sd["embeddings.word_embeddings.weight"])
+        self.word = word
         self.register_buffer("position", sd["embeddings.position_embeddings.weight"])
         self.register_buffer("token_type", sd["embeddings.token_type_embeddings.weight"][0])
-        self.ln = _layer_norm(sd["embeddings.LayerNorm.weight"], sd["embeddings.LayerNorm.bias"])
-        self.layers = nn.ModuleList(_Layer(sd, f"encoder.layer.{i}.") for i in range(LAYERS))
+        self.ln = _layer_norm(sd["embeddings.LayerNorm.weight"], sd["embeddings.LayerNorm.bias"], eps)
+        self.layers = nn.ModuleList(_Layer(sd, f"encoder.layer.{i}.", heads, eps) for i in range(layers))
 
     @property
     def max_positions(self) -> int:
@@ -142,7 +143,17 @@ class MiniLMEncoder(nn.Module):
         return F.normalize(pooled, dim=-1)
 
 
-def input_maxima(model: MiniLMEncoder, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def minilm_encoder(model_dir: Path, layers: int = 6, heads: int = 12) -> BertEncoder:
+    """all-MiniLM-L6-v2 from its safetensors checkpoint."""
+    from safetensors.torch import load_file
+
+    raw = load_file(str(Path(model_dir) / "model.safetensors"))
+    sd = {k.removeprefix("bert.").removeprefix("model."): v for k, v in raw.items()}
+    word = nn.Embedding.from_pretrained(sd.pop("embeddings.word_embeddings.weight"))
+    return BertEncoder(sd, word, layers, heads)
+
+
+def input_maxima(model: BertEncoder, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Per-input-channel max |x| seen by every Linear over the calibration batches."""
     maxima: dict[str, torch.Tensor] = {}
     hooks = []
@@ -165,7 +176,7 @@ def input_maxima(model: MiniLMEncoder, batches: list[tuple[torch.Tensor, torch.T
 
 
 def quantize_with_outliers(
-    model: MiniLMEncoder,
+    model: BertEncoder,
     maxima: dict[str, torch.Tensor],
     ratio: float = OUTLIER_RATIO,
     max_outliers: int = MAX_OUTLIERS,
