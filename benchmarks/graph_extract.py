@@ -56,7 +56,7 @@ def main() -> None:
     chars = sum(len(t) for _, t, _ in docs)
     ex = RuleExtractor()
     ex.extract("预热。", None)
-    ex._posseg().cut("预热", HMM=False).__next__()  # load jieba's dictionary outside the timing
+    ex.warm_up()  # load the segmenter's dictionary outside the timing
     t0, c0 = time.perf_counter(), time.process_time()
     n_ent = n_fact = n_date = 0
     for _, text, when in docs:

@@ -88,7 +88,8 @@ class ChronoRAG:
             extractor = summariser = None
             if self.settings.graph.lower() == "llm":
                 extractor, summariser = self._llm_graph_parts()
-            self._graph = GraphIndex(self.store, extractor=extractor, summariser=summariser)
+            self._graph = GraphIndex(self.store, extractor=extractor, summariser=summariser,
+                                     workers=self.settings.workers)
         return self._graph
 
     def _llm_graph_parts(self):

@@ -10,7 +10,7 @@ between them. A few trigger phrases map to canonical, functional relations ('chi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -58,12 +58,33 @@ class Extractor(Protocol):
     def extract(self, text: str, published_at: datetime | None) -> Extraction: ...
 
 
-def extract_chunks(extractor: Extractor, chunks: Sequence[Chunk]) -> dict[int, Extraction]:
-    """Run an extractor over chunks, using its batch method when it has one (LLM call caps)."""
+def extract_chunks(
+    extractor: Extractor,
+    chunks: Sequence[Chunk],
+    workers: int = 1,
+    finish: Callable[[Chunk, Extraction], object] | None = None,
+) -> dict[int, object]:
+    """Run an extractor over chunks, using its batch method when it has one (LLM call caps).
+
+    An extractor that declares ``parallel_safe`` (pure CPU, no model or connection state) runs in
+    ``workers`` forked processes when there is enough work to pay for them. ``finish`` (a
+    module-level function) turns each chunk's extraction into what the caller keeps, in the worker.
+    """
     batch = getattr(extractor, "extract_batch", None)
     if batch is not None:
-        return batch(chunks)
-    return {c.chunk_id: extractor.extract(c.text, c.published_at) for c in chunks}
+        results = batch(chunks)
+    elif workers > 1 and getattr(extractor, "parallel_safe", False) and len(chunks) >= _MIN_PARALLEL:
+        from chronorag.graph.extract_pool import extract_in_processes
+
+        return extract_in_processes(extractor, chunks, workers, finish)
+    else:
+        results = {c.chunk_id: extractor.extract(c.text, c.published_at) for c in chunks}
+    if finish is None:
+        return results
+    return {c.chunk_id: finish(c, results.get(c.chunk_id, Extraction())) for c in chunks}
+
+
+_MIN_PARALLEL = 256  # below this, forking costs more than it saves
 
 
 # ------------------------------------------------------------------ sentences
@@ -184,6 +205,7 @@ class RuleExtractor:
     """Fast default extractor: gazetteers, capitalisation, jieba POS tags and date rules."""
 
     name = "rules-v1"
+    parallel_safe = True
 
     def __init__(self, max_relation_gap_words: int = 12, zh_all_sentences: bool = False, zh_lead_sentences: int = 2) -> None:
         """Chinese text is POS-tagged only in its first ``zh_lead_sentences`` sentences and in
@@ -191,8 +213,7 @@ class RuleExtractor:
         self.max_gap = max_relation_gap_words
         self.zh_all_sentences = zh_all_sentences
         self.zh_lead_sentences = zh_lead_sentences
-        self._pseg = None
-        self._tag_tab = None
+        self._tagger = None
 
     # ------------------------------------------------------------ public
     def extract(self, text: str, published_at: datetime | None) -> Extraction:
@@ -349,31 +370,38 @@ class RuleExtractor:
             return ""
         return " ".join(words[:6])
 
-    # ----------------------------------------------------------- Chinese
-    def _posseg(self):
-        if self._pseg is None:
-            import jieba
-            import jieba.posseg as pseg
+    def warm_up(self) -> None:
+        """Load the segmenter's dictionary now (before forking workers that should share it)."""
+        self._pos_tagger()("预热词典")
 
-            jieba.setLogLevel(60)
-            self._pseg = pseg
-        return self._pseg
+    # ----------------------------------------------------------- Chinese
+    def _pos_tagger(self):
+        """(word, POS flag) pairs of a sentence, dictionary-only (no HMM): rjieba when installed,
+        else jieba.posseg (see ``_tag_rjieba``)."""
+        if self._tagger is None:
+            try:
+                import rjieba  # noqa: F401
+
+                self._tagger = _tag_rjieba
+            except ImportError:
+                self._tagger = _tag_jieba
+        return self._tagger
 
     def _extract_zh(self, text: str, published_at: datetime | None, dates: list[DateMention]) -> Extraction:
         out = Extraction(dates=dates)
-        pseg = self._posseg()
+        tag = self._pos_tagger()
         starts = [d.start for d in dates]
         for n_sent, (s0, s1) in enumerate(split_sentences(text, chinese=True)):
             sent = text[s0:s1]
             if not self.zh_all_sentences and n_sent >= self.zh_lead_sentences:
-                # jieba dominates the cost: only sentences that can carry a timed fact
+                # tagging dominates the cost: only sentences that can carry a timed fact
                 if not any(s0 <= p < s1 for p in starts) and not _ZH_TRIGGER.search(sent):
                     continue
             toks: list[tuple[str, str, int]] = []
             pos = s0
-            for pair in pseg.cut(sent, HMM=False):
-                toks.append((pair.word, pair.flag, pos))
-                pos += len(pair.word)
+            for word, flag in tag(sent):
+                toks.append((word, flag, pos))
+                pos += len(word)
             ents = _zh_entities(toks)
             out.entities.extend(EntityMention(e.name, e.type, e.start, e.end) for e in ents)
             if len(ents) < 2:
@@ -389,6 +417,22 @@ class RuleExtractor:
                     facts_conf = 0.7 if rel in ("chief executive of", "headquartered in") else 0.4
                     out.facts.append(FactDraft(subj.name, subj.type, rel, obj.name, obj.type, time, source, desc, facts_conf))
         return out
+
+
+def _tag_rjieba(sent: str) -> list[tuple[str, str]]:
+    """rjieba is jieba-rs: the same dictionary and algorithm in Rust, ~20x faster than jieba.posseg.
+    The two agree word for word; they differ only in tagging digits ('m' vs 'eng'), which no rule reads."""
+    import rjieba
+
+    return rjieba.tag(sent, False)
+
+
+def _tag_jieba(sent: str) -> list[tuple[str, str]]:
+    import jieba
+    import jieba.posseg as pseg
+
+    jieba.setLogLevel(60)
+    return [(p.word, p.flag) for p in pseg.cut(sent, HMM=False)]
 
 
 _ZH_TRIGGER = re.compile(r"任命|出任|担任|当选|接任|卸任|辞去|离任|总部|首席执行官|总裁|董事长|行长|收购|并购|签署|签约|宣布|成立|营收|净利润|发布会|会见|会谈|召开|举行")

@@ -36,6 +36,14 @@ def _lead(text: str, limit: int = 240) -> str:
     return (m.group(1) if m else text).strip()[:limit]
 
 
+def _table_rows(chunk: Chunk, ext: Extraction) -> tuple[tuple, list[tuple], list[tuple]]:
+    """A chunk's graph_chunks row head (id, doc, date, lead) and its mention and fact rows; built where
+    it was extracted (a worker process on bulk ingests)."""
+    mentions, facts = fs.extraction_rows(chunk.chunk_id, ext)
+    day = chunk.published_at.isoformat() if chunk.published_at else None
+    return (chunk.chunk_id, chunk.doc_id, day, _lead(chunk.text)), mentions, facts
+
+
 class GraphIndex:
     """Entities, timestamped facts and the time hierarchy, kept in step with the store."""
 
@@ -46,14 +54,16 @@ class GraphIndex:
         store: Store,
         extractor: Extractor | None = None,
         summariser: Summariser | None = None,
+        workers: int = 1,
     ) -> None:
         self.store = store
+        self.workers = max(1, int(workers))
         self.extractor = extractor or RuleExtractor()
         self.summariser = summariser or ExtractiveSummariser()
         fs.ensure_schema(store)
         self._applied_seq = int(fs.read_meta(store, "applied_seq") or 0)
         self._graph: TemporalGraph | None = None
-        self._pending_add: dict[int, tuple[Chunk, Extraction]] = {}
+        self._pending_add: dict[int, tuple[tuple, list[tuple], list[tuple]]] = {}  # chunk id -> table rows
         self._pending_del: set[int] = set()
         self.extract_seconds = 0.0
         self.partial_queries = True
@@ -79,10 +89,10 @@ class GraphIndex:
             self._pending_del.add(int(cid))
         if added:
             t0 = time.perf_counter()
-            results = extract_chunks(self.extractor, added)
+            results = extract_chunks(self.extractor, added, self.workers, finish=_table_rows)
             self.extract_seconds += time.perf_counter() - t0
             for c in added:
-                self._pending_add[c.chunk_id] = (c, results.get(c.chunk_id, Extraction()))
+                self._pending_add[c.chunk_id] = results.get(c.chunk_id) or _table_rows(c, Extraction())
 
     def commit(self, seq: int) -> None:
         graph = self.graph
@@ -94,16 +104,15 @@ class GraphIndex:
                 if dels:
                     touched = fs.delete_chunks(cur, dels)
                     graph.remove_chunks(dels, touched, fs.mentions_of(cur, touched), fs.facts_touching(cur, touched))
-                chunk_rows, mention_rows, fact_rows = [], [], []
-                for cid, (chunk, ext) in self._pending_add.items():
-                    crow = (cid, chunk.doc_id, chunk.published_at.isoformat() if chunk.published_at else None,
-                            _lead(chunk.text), self.extractor.name, now)
-                    mentions, facts = fs.extraction_rows(cid, ext)
-                    fs.insert_chunk(cur, crow, mentions, facts)
-                    chunk_rows.append(fs._chunk_row(crow[:4] + crow[5:]))
-                    mention_rows.extend(fs.MentionRow(*m[:5]) for m in mentions)
-                    fact_rows.extend(fs._fact_row(f) for f in facts)
-                graph.add(chunk_rows, mention_rows, fact_rows)
+                db_chunks, db_mentions, db_facts = [], [], []
+                for cid, (chunk_row, mentions, facts) in self._pending_add.items():
+                    db_chunks.append((*chunk_row, self.extractor.name, now))
+                    db_mentions.extend(mentions)
+                    db_facts.extend(facts)
+                fs.insert_rows(cur, db_chunks, db_mentions, db_facts)
+                graph.add([fs._chunk_row(c[:4] + c[5:]) for c in db_chunks],
+                          [fs.MentionRow(*m[:5]) for m in db_mentions],
+                          [fs._fact_row(f) for f in db_facts])
                 fs.write_summaries(cur, graph.timeline.resummarise(graph.period_items, self.summariser))
                 fs.write_meta(cur, "applied_seq", str(int(seq)))
                 fs.write_meta(cur, "extractor", self.extractor.name)
