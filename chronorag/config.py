@@ -25,7 +25,8 @@ class Settings:
     data_dir: Path = Path("./chronorag-data")
     chunk_size: int = 256
     chunk_overlap: int = 32
-    # 'minilm-int8' (default, fast), 'minilm-fp32', or 'none' to run BM25-only.
+    # 'minilm-int8' (default: fast, English), 'e5-small' (multilingual, about half as fast),
+    # 'minilm-fp32' (reference), or 'none' to run BM25-only.
     embedder: str = "minilm-int8"
     # FAISS index kind: 'flat' (exact inner product), 'hnsw' or 'ivf' for scale.
     dense_kind: str = "flat"
@@ -86,6 +87,12 @@ class Settings:
             raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
         if self.generator not in {"hf", "vllm", "openai"}:
             raise ConfigError(f"generator must be hf, vllm or openai, got {self.generator!r}")
+        from chronorag.retrieval.embedder import available_embedders, is_known_embedder
+
+        if self.embedder.strip().lower() != "none" and not is_known_embedder(self.embedder):
+            raise ConfigError(
+                f"embedder must be one of {', '.join(available_embedders())} or none, got {self.embedder!r}"
+            )
         if self.graph.lower() not in {"rule", "llm", "none"}:
             raise ConfigError(f"graph must be rule, llm or none, got {self.graph!r}")
         if self.graph_llm_calls_per_doc < 1:

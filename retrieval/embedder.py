@@ -327,6 +327,11 @@ _loaded: dict[str, Embedder] = {}
 _factory_lock = threading.Lock()
 
 
+def is_known_embedder(name: str) -> bool:
+    """Whether ``name`` (or an alias of it) names an embedder; checked when settings load."""
+    return name.strip().lower() in _ALIASES
+
+
 def available_embedders() -> list[str]:
     return list(_CLASSES)
 
