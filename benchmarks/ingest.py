@@ -75,6 +75,7 @@ def main() -> None:
         t0 = time.perf_counter()
         catch_up(engine.store, engine.graph)
         stages["graph"] = time.perf_counter() - t0
+        stages["graph_extract"] = engine.graph.extract_seconds  # part of "graph": extraction (workers)
         graph_info = {k: v for k, v in engine.graph.stats().items() if isinstance(v, (int, float))}
     if not args.no_dense:
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ Additions are applied incrementally; deletions rebuild the touched entities from
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 import networkx as nx
@@ -56,15 +57,19 @@ class TemporalGraph:
                 label = day_label(c.published_at)
                 self.timeline.add_chunk(label, c.chunk_id)
         touched: set[str] = set()
+        new_seen: dict[str, list[datetime]] = defaultdict(list)  # dates of the chunks added per entity
         for m in mentions:
             self._add_mention(m)
             touched.add(m.entity_key)
+            c = self.chunks.get(m.chunk_id)
+            if c is not None and c.published_at is not None:
+                new_seen[m.entity_key].append(c.published_at)
         changed_facts: set[str] = set()
         for r in facts:
             self._fact_rows[r.fact_key][r.chunk_id] = r
             changed_facts.add(r.fact_key)
             touched.update((r.subject_key, r.object_key))
-        self._refresh_entities(touched)
+        self._refresh_entities(touched, new_seen)
         self._refresh_facts(changed_facts)
 
     def load(self, chunks: Sequence[ChunkRow], mentions: Sequence[MentionRow], facts: Sequence[FactRow]) -> None:
@@ -105,7 +110,10 @@ class TemporalGraph:
         self.entity_chunks[m.entity_key].add(m.chunk_id)
         self.chunk_entities[m.chunk_id][m.entity_key] += m.n
 
-    def _refresh_entities(self, keys: Iterable[str]) -> None:
+    def _refresh_entities(self, keys: Iterable[str], new_seen: dict[str, list[datetime]] | None = None) -> None:
+        """Rebuild entities from their mention counts. ``new_seen`` (adds only: an entity's chunks
+        only grew) extends first/last seen from the new chunks' dates instead of rescanning every
+        chunk of the entity, which for common entities made each ingest batch cost O(corpus)."""
         for k in keys:
             names = self._names.get(k)
             if not names:
@@ -117,8 +125,11 @@ class TemporalGraph:
             types = self._types[k]
             typ = max((t for t in types if t != "ENT"), key=lambda t: (types[t], t), default="ENT")
             name = max(names, key=lambda n: (names[n], len(n), n))
-            seen = [self.chunks[c].published_at for c in self.entity_chunks.get(k, ()) if c in self.chunks and self.chunks[c].published_at]
             ent = self.entities.get(k)
+            if new_seen is not None and ent is not None:
+                seen = [d for d in (ent.first_seen, ent.last_seen) if d is not None] + new_seen.get(k, [])
+            else:
+                seen = [self.chunks[c].published_at for c in self.entity_chunks.get(k, ()) if c in self.chunks and self.chunks[c].published_at]
             if ent is not None:
                 for alias in ent.aliases - set(names):
                     self.alias_index[alias.casefold()].discard(k)

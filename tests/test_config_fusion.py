@@ -34,7 +34,7 @@ def test_config_errors(tmp_path, monkeypatch):
         load_settings(env={}, chunk_size=64, chunk_overlap=64)
     with pytest.raises(ConfigError, match="cannot use"):
         load_settings(env={"CHRONORAG_CHUNK_SIZE": "big"})
-    with pytest.raises(ConfigError, match="embedder must be one of minilm-int8, minilm-fp32, e5-small or none"):
+    with pytest.raises(ConfigError, match="embedder must be one of minilm-int8, minilm-fp32, e5-small, e5-small-int8 or none"):
         load_settings(env={"CHRONORAG_EMBEDDER": "bert-huge"})
     assert load_settings(env={"CHRONORAG_EMBEDDER": "E5"}).embedder == "E5"
     assert not load_settings(env={"CHRONORAG_EMBEDDER": "none"}).dense_enabled

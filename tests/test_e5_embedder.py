@@ -93,6 +93,8 @@ def test_int8_matches_fp32_compact_forward(e5):
 
 def test_factory_alias_and_bad_files(tmp_path):
     assert load_embedder("e5-small") is load_embedder("E5")
+    assert load_embedder("e5-small").name == "multilingual-e5-small/fp32-compact"
+    assert load_embedder("e5-small-int8").name == "multilingual-e5-small/int8"
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"NOPE" + b"\0" * 100)
     with pytest.raises(E5FileError, match="bad magic"):
