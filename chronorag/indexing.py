@@ -54,6 +54,9 @@ def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=Non
     while True:
         changes = store.changes_since(index.applied_seq, limit=batch)
         if not changes:
+            finish = getattr(index, "finish_catch_up", None)
+            if finish is not None:  # work an index defers to the end of a catch-up (graph summaries)
+                finish()
             return applied
         add_ids, del_ids = net_changes(changes)
         chunks = store.get_chunks(add_ids)

@@ -7,8 +7,9 @@ graph from those rows. A crash before commit leaves the index behind, never wron
 
 from __future__ import annotations
 
-import time
+import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -113,7 +114,10 @@ class GraphIndex:
                 graph.add([fs._chunk_row(c[:4] + c[5:]) for c in db_chunks],
                           [fs.MentionRow(*m[:5]) for m in db_mentions],
                           [fs._fact_row(f) for f in db_facts])
-                fs.write_summaries(cur, graph.timeline.resummarise(graph.period_items, self.summariser))
+                # time nodes are re-summarised once per catch-up (finish_catch_up), not per batch: a
+                # bulk ingest touches most days in every batch. Until then the touched labels are
+                # recorded with the rows, so a crash in between loses no summary work.
+                fs.write_meta(cur, "pending_summaries", json.dumps(sorted(graph.timeline.dirty)))
                 fs.write_meta(cur, "applied_seq", str(int(seq)))
                 fs.write_meta(cur, "extractor", self.extractor.name)
         except BaseException:
@@ -122,6 +126,25 @@ class GraphIndex:
         self._pending_add.clear()
         self._pending_del.clear()
         self._applied_seq = int(seq)
+
+    def finish_catch_up(self) -> None:
+        """Re-summarise the time nodes the batches since the last call touched."""
+        if self._graph is None and not self._stored_pending():
+            return
+        graph = self.graph
+        if not graph.timeline.dirty:
+            return
+        try:
+            with self.store.transaction() as cur:
+                fs.write_summaries(cur, graph.timeline.resummarise(graph.period_items, self.summariser))
+                fs.write_meta(cur, "pending_summaries", "[]")
+        except BaseException:
+            self._graph = None
+            raise
+        self._summaries = None
+
+    def _stored_pending(self) -> list[str]:
+        return json.loads(fs.read_meta(self.store, "pending_summaries") or "[]")
 
     def reset(self) -> None:
         with self.store.transaction() as cur:
@@ -143,6 +166,7 @@ class GraphIndex:
         g = TemporalGraph()
         g.load(*fs.all_rows(self.store))
         g.timeline.restore(fs.read_summaries(self.store))
+        g.timeline.dirty.update(self._stored_pending())  # a catch-up that stopped before its summaries
         return g
 
     @property

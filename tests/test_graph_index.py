@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from chronorag.graph import facts_store as fs
 from chronorag.graph.extract import RuleExtractor
 from chronorag.graph.index import GraphIndex
 from chronorag.graph.model import entity_key
@@ -156,7 +157,7 @@ def test_failed_commit_leaves_tables_and_seq_untouched(store, built, monkeypatch
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("chronorag.graph.facts_store.write_summaries", boom)
+    monkeypatch.setattr("chronorag.graph.facts_store.insert_rows", boom)
     with pytest.raises(RuntimeError):
         catch_up(store, built)
     assert built.applied_seq == seq and store.query("SELECT COUNT(*) FROM graph_facts")[0][0] == n
@@ -165,6 +166,26 @@ def test_failed_commit_leaves_tables_and_seq_untouched(store, built, monkeypatch
     catch_up(store, built)  # the retry applies it once
     assert "bluepeak bank" in built.graph.entities
     assert len([f for f in built.graph.facts.values() if f.object == "oslo"]) == 1
+
+
+def test_summaries_missed_by_a_crash_are_written_by_the_next_catch_up(store, built, monkeypatch):
+    put(store, "z2", "Bluepeak Bank opened an office in Oslo.", 2024, 6, 6)
+
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr("chronorag.graph.facts_store.write_summaries", boom)
+    with pytest.raises(RuntimeError):
+        catch_up(store, built)  # rows committed, summaries not yet
+    assert built.applied_seq == store.max_seq()
+    assert "2024-06-06" not in fs.read_summaries(store)
+    monkeypatch.undo()
+    restarted = GraphIndex(store)  # a new process finds the pending labels in the tables
+    catch_up(store, restarted)
+    summaries = fs.read_summaries(store)
+    assert {"2024-06-06", "2024-06", "2024-Q2", "2024"} <= set(summaries)
+    assert "Bluepeak Bank" in summaries["2024-06-06"]["summary"]
+    assert fs.read_meta(store, "pending_summaries") == "[]"
 
 
 def test_only_touched_time_nodes_are_resummarised(store, built):
