@@ -349,6 +349,22 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 _EN_HINT = re.compile(r"\d|day|week|month|quarter|year|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", re.I)
 
 
+_ZH_YEAR_HEAD = re.compile(r"(?:\d{4}|[〇零一二三四五六七八九]{4})\s*年")
+_YEAR_LED = {"_ymd", "_yq", "_yh", "_ym", "_y"}  # Chinese rules whose match starts with a year head
+
+
+def _matches_at(pattern: re.Pattern, text: str, starts: list[int]):
+    """What ``pattern.finditer(text)`` yields when every match must begin at one of ``starts``."""
+    end = 0
+    for pos in starts:
+        if pos < end:
+            continue
+        m = pattern.match(text, pos)
+        if m is not None:
+            end = max(m.end(), pos + 1)
+            yield m
+
+
 def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None) -> list[DateMention]:
     """All non-overlapping date expressions in ``text``, earliest first.
 
@@ -367,9 +383,18 @@ def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None)
     if _EN_HINT.search(text):
         english = not chinese or len(_LATIN_WORD.findall(text)) > 3
         rule_sets.append(_EN_RULES if english else _EN_NUMERIC)
+    year_heads: list[int] | None = None
     for rules in rule_sets:
         for pattern, handler in rules:
-            for m in pattern.finditer(text):
+            if rules is _ZH_RULES and handler.__name__ in _YEAR_LED:
+                # these rules all begin with 'YYYY年': match them only where that head occurs (one
+                # scan instead of five; same matches as finditer, which is a third of the cost)
+                if year_heads is None:
+                    year_heads = [h.start() for h in _ZH_YEAR_HEAD.finditer(text)]
+                matches = _matches_at(pattern, text, year_heads)
+            else:
+                matches = pattern.finditer(text)
+            for m in matches:
                 s, e = m.span()
                 if any(s < te and ts < e for ts, te in taken):
                     continue
