@@ -48,22 +48,43 @@ def net_changes(changes: Sequence[Change]) -> tuple[list[int], list[int]]:
     return adds, dels
 
 
+def _window(store: Store, after_seq: int, batch: int) -> tuple[int, list[Chunk], list[int], int] | None:
+    """The next window of the log: (last seq, chunks to add, chunk ids to delete, entries)."""
+    changes = store.changes_since(after_seq, limit=batch)
+    if not changes:
+        return None
+    add_ids, del_ids = net_changes(changes)
+    chunks = store.get_chunks(add_ids)
+    # A chunk added in this window may already be gone (deleted later): skip it.
+    return changes[-1].seq, [chunks[c] for c in add_ids if c in chunks], del_ids, len(changes)
+
+
 def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=None) -> int:
-    """Apply the store's changes the index has not seen; returns how many log entries were applied."""
+    """Apply the store's changes the index has not seen; returns how many log entries were applied.
+
+    Optional hooks: ``prefetch(chunks)`` receives the next window before the current one commits
+    (the graph starts extracting it in its workers), ``finish_catch_up()`` runs once the log is
+    exhausted (deferred work: graph summaries), ``end_catch_up()`` always runs last.
+    """
     applied = 0
-    while True:
-        changes = store.changes_since(index.applied_seq, limit=batch)
-        if not changes:
-            finish = getattr(index, "finish_catch_up", None)
-            if finish is not None:  # work an index defers to the end of a catch-up (graph summaries)
-                finish()
-            return applied
-        add_ids, del_ids = net_changes(changes)
-        chunks = store.get_chunks(add_ids)
-        # A chunk added in this window may already be gone (deleted later): skip it.
-        added = [chunks[c] for c in add_ids if c in chunks]
-        index.apply(added, del_ids)
-        index.commit(changes[-1].seq)
-        applied += len(changes)
-        if progress is not None:
-            progress(len(changes))
+    prefetch = getattr(index, "prefetch", None)
+    try:
+        window = _window(store, index.applied_seq, batch)
+        while window is not None:
+            seq, added, del_ids, n = window
+            index.apply(added, del_ids)
+            window = _window(store, seq, batch)
+            if prefetch is not None and window is not None:
+                prefetch(window[1])
+            index.commit(seq)
+            applied += n
+            if progress is not None:
+                progress(n)
+        finish = getattr(index, "finish_catch_up", None)
+        if finish is not None:
+            finish()
+        return applied
+    finally:
+        end = getattr(index, "end_catch_up", None)
+        if end is not None:
+            end()

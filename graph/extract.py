@@ -10,6 +10,8 @@ between them. A few trigger phrases map to canonical, functional relations ('chi
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
+from itertools import accumulate
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,7 +75,7 @@ def extract_chunks(
     batch = getattr(extractor, "extract_batch", None)
     if batch is not None:
         results = batch(chunks)
-    elif workers > 1 and getattr(extractor, "parallel_safe", False) and len(chunks) >= _MIN_PARALLEL:
+    elif runs_in_processes(extractor, len(chunks), workers):
         from chronorag.graph.extract_pool import extract_in_processes
 
         return extract_in_processes(extractor, chunks, workers, finish)
@@ -87,10 +89,17 @@ def extract_chunks(
 _MIN_PARALLEL = 256  # below this, forking costs more than it saves
 
 
+def runs_in_processes(extractor: Extractor, n_chunks: int, workers: int) -> bool:
+    """Whether ``n_chunks`` go to forked workers: pure-CPU extractors (``parallel_safe``, no batch
+    method with call caps) and enough work to pay for the fork."""
+    return (workers > 1 and n_chunks >= _MIN_PARALLEL and getattr(extractor, "parallel_safe", False)
+            and getattr(extractor, "extract_batch", None) is None)
+
+
 # ------------------------------------------------------------------ sentences
 _EN_SENT = re.compile(r"(?<=[.!?])[\"”']?\s+(?=[A-Z\"“(0-9])|\n+")
 _ZH_SENT = re.compile(r"(?<=[。！？；!?])|\n+")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
+_CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 
 
 def split_sentences(text: str, chinese: bool) -> list[tuple[int, int]]:
@@ -199,6 +208,8 @@ class _Ent:
     type: str
     start: int
     end: int
+    first_tok: int = 0  # Chinese: the tokens [first_tok, end_tok) the entity spans
+    end_tok: int = 0
 
 
 class RuleExtractor:
@@ -219,7 +230,7 @@ class RuleExtractor:
     def extract(self, text: str, published_at: datetime | None) -> Extraction:
         if not text or not text.strip():
             return Extraction()
-        chinese = len(_CJK.findall(text[:400])) > 20
+        chinese = sum(map(len, _CJK_RUN.findall(text[:400]))) > 20  # > 20 CJK characters up front
         dates = find_dates(text, published_at)
         if chinese:
             return self._extract_zh(text, published_at, dates)
@@ -395,13 +406,12 @@ class RuleExtractor:
             sent = text[s0:s1]
             if not self.zh_all_sentences and n_sent >= self.zh_lead_sentences:
                 # tagging dominates the cost: only sentences that can carry a timed fact
-                if not any(s0 <= p < s1 for p in starts) and not _ZH_TRIGGER.search(sent):
+                d = bisect_left(starts, s0)  # dates come sorted by start
+                if not (d < len(starts) and starts[d] < s1) and not _ZH_TRIGGER.search(sent):
                     continue
-            toks: list[tuple[str, str, int]] = []
-            pos = s0
-            for word, flag in tag(sent):
-                toks.append((word, flag, pos))
-                pos += len(word)
+            tagged = tag(sent)
+            offsets = accumulate([len(w) for w, _ in tagged], initial=s0)
+            toks: list[tuple[str, str, int]] = [(w, f, p) for (w, f), p in zip(tagged, offsets)]
             ents = _zh_entities(toks)
             out.entities.extend(EntityMention(e.name, e.type, e.start, e.end) for e in ents)
             if len(ents) < 2:
@@ -409,8 +419,10 @@ class RuleExtractor:
             time, source = sentence_time(dates, s0, s1, published_at)
             desc = sent.strip()[:300]
             for a, b in zip(ents, ents[1:]):
-                between = [t for t in toks if a.end <= t[2] < b.start]
-                if len(between) > 10 or any(t[0] in "，,：" for t in between):
+                if b.first_tok - a.end_tok > 10:
+                    continue
+                between = toks[a.end_tok : b.first_tok]
+                if any(t[0] in "，,：" for t in between):
                     continue
                 rel, subj, obj = _zh_relation(a, b, between, toks)
                 if rel and subj.name != obj.name:
@@ -459,37 +471,37 @@ def _surname_person(toks: list[tuple[str, str, int]], i: int) -> int:
 
 def _zh_entities(toks: list[tuple[str, str, int]]) -> list[_Ent]:
     ents: list[_Ent] = []
-    i, n = 0, len(toks)
-    while i < n:
+    n = len(toks)
+    nxt = 0  # the first token not yet inside an entity
+    # only tokens that can start an entity: a typed noun, or a surname starting a split name
+    for i in [k for k, t in enumerate(toks) if t[1] in _ZH_TYPE or t[0] in _SURNAMES]:
+        if i < nxt:
+            continue
         w, flag, start = toks[i]
-        if len(w) == 1:
+        if w in _SURNAMES:
             span = _surname_person(toks, i)
             if span:
                 name = "".join(t[0] for t in toks[i : i + span])
-                ents.append(_Ent(name, "PER", start, start + len(name)))
-                i += span
+                ents.append(_Ent(name, "PER", start, start + len(name), i, i + span))
+                nxt = i + span
                 continue
         typ = _ZH_TYPE.get(flag)
         if typ is None or len(w) < 2 and typ != "PER":
-            i += 1
             continue
         # 'ns/nt/nz + nouns ... + 公司/部/银行' -> one organisation
-        j, name = i + 1, w
+        j, name, cand, i_end = i + 1, w, w, i + 1
         while j < n and j - i < 4 and toks[j][1][:1] == "n" and toks[j][1] != "nr":
-            cand = name + toks[j][0]
+            cand += toks[j][0]
             j += 1
             if _ZH_ORG_END.search(cand):
                 name, typ, i_end = cand, "ORG", j
                 break
-        else:
-            i_end = i + 1
         if typ == "PER" and len(name) < 2:
-            i += 1
             continue
-        if _ZH_ORG_END.search(name) and typ == "ENT":
+        if typ == "ENT" and _ZH_ORG_END.search(name):
             typ = "ORG"
-        ents.append(_Ent(name, typ, start, start + len(name)))
-        i = i_end if name != w else i + 1
+        ents.append(_Ent(name, typ, start, start + len(name), i, i_end))
+        nxt = i_end
     return ents
 
 
@@ -500,7 +512,7 @@ _ZH_ENDED = re.compile(r"前任|原|卸任|辞去|离任")
 
 def _zh_relation(a: _Ent, b: _Ent, between: list[tuple[str, str, int]], toks) -> tuple[str, _Ent, _Ent]:
     words = "".join(t[0] for t in between)
-    after = "".join(t[0] for t in toks if b.end <= t[2] < b.end + 8)
+    after = "".join(t[0] for t in toks[b.end_tok : b.end_tok + 8] if t[2] < b.end + 8)
     if _ZH_HQ.search(words + after):
         org, place = (a, b) if b.type == "LOC" or a.type != "LOC" else (b, a)
         return "headquartered in", org, place

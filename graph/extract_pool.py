@@ -3,13 +3,16 @@
 Workers are forked after jieba's dictionary is loaded, so they share it instead of each loading
 it again; chunks go out and results (the caller's ``finish`` of each extraction, e.g. ready table
 rows, smaller to pickle than the extraction) come back, in slices small enough to balance.
+
+An :class:`ExtractionPool` stays open across the batches of one catch-up, so the next batch can be
+submitted before the current one is committed: the workers extract while the parent writes.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from chronorag.graph.extract import Extractor
 from chronorag.types import Chunk
@@ -32,22 +35,57 @@ def _run(part: list[Chunk]) -> list[tuple[int, object]]:
     return out
 
 
+class PendingExtraction:
+    """Extraction of one batch under way in the pool; :meth:`result` waits for it."""
+
+    def __init__(self, chunk_ids: tuple[int, ...], futures: list[Future]) -> None:
+        self.chunk_ids = chunk_ids
+        self._futures = futures
+
+    def result(self) -> dict[int, object]:
+        out: dict[int, object] = {}
+        for fut in self._futures:
+            out.update(fut.result())
+        return out
+
+    def cancel(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+
+
+class ExtractionPool:
+    """``workers`` forked processes running one extractor (and ``finish``) until :meth:`close`."""
+
+    def __init__(self, extractor: Extractor, workers: int, finish: Callable | None = None) -> None:
+        warm = getattr(extractor, "warm_up", None)
+        if warm is not None:
+            warm()  # load dictionaries once, before the fork
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init,
+            initargs=(extractor, finish),
+        )
+
+    def submit(self, chunks: Sequence[Chunk]) -> PendingExtraction:
+        items = list(chunks)
+        step = max(64, len(items) // (self.workers * 8))
+        futures = [self._pool.submit(_run, items[i : i + step]) for i in range(0, len(items), step)]
+        return PendingExtraction(tuple(c.chunk_id for c in items), futures)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "ExtractionPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def extract_in_processes(
     extractor: Extractor, chunks: Sequence[Chunk], workers: int, finish: Callable | None = None
 ) -> dict[int, object]:
-    warm = getattr(extractor, "warm_up", None)
-    if warm is not None:
-        warm()  # load dictionaries once, before the fork
-    items = list(chunks)
-    step = max(64, len(items) // (workers * 8))
-    parts = [items[i : i + step] for i in range(0, len(items), step)]
-    out: dict[int, object] = {}
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_init,
-        initargs=(extractor, finish),
-    ) as pool:
-        for result in pool.map(_run, parts):
-            out.update(result)
-    return out
+    with ExtractionPool(extractor, workers, finish) as pool:
+        return pool.submit(chunks).result()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from chronorag.graph.extract import Extraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key, fact_key
@@ -79,8 +79,9 @@ FACT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class ChunkRow:
+# Rows are NamedTuples: a full-corpus graph holds about a million of them, and a NamedTuple is
+# built ~10x faster than a frozen dataclass (it is a tuple; ``_make`` takes a table row as is).
+class ChunkRow(NamedTuple):
     chunk_id: int
     doc_id: str
     published_at: datetime | None
@@ -88,8 +89,7 @@ class ChunkRow:
     recorded_at: datetime
 
 
-@dataclass(frozen=True)
-class FactRow:
+class FactRow(NamedTuple):
     chunk_id: int
     fact_key: str
     subject_key: str
@@ -107,8 +107,7 @@ class FactRow:
     confidence: float
 
 
-@dataclass(frozen=True)
-class MentionRow:
+class MentionRow(NamedTuple):
     chunk_id: int
     entity_key: str
     name: str
@@ -249,7 +248,7 @@ def facts_touching(source, keys: Iterable[str]) -> list[FactRow]:
 def mentions_of(source, keys: Iterable[str]) -> list[MentionRow]:
     run = _runner(source)
     rows = _in_parts(run, "SELECT chunk_id, entity_key, name, type, n FROM graph_mentions WHERE entity_key IN ({marks})", keys)
-    return [MentionRow(*r) for r in rows]
+    return [MentionRow._make(r) for r in rows]
 
 
 def chunks_by_id(source, chunk_ids: Iterable[int]) -> list[ChunkRow]:
@@ -261,7 +260,7 @@ def chunks_by_id(source, chunk_ids: Iterable[int]) -> list[ChunkRow]:
 def all_rows(source) -> tuple[list[ChunkRow], list[MentionRow], list[FactRow]]:
     run = _runner(source)
     chunks = [_chunk_row(r) for r in run("SELECT chunk_id, doc_id, published_at, lead, recorded_ts FROM graph_chunks", ())]
-    mentions = [MentionRow(*r) for r in run("SELECT chunk_id, entity_key, name, type, n FROM graph_mentions", ())]
+    mentions = [MentionRow._make(r) for r in run("SELECT chunk_id, entity_key, name, type, n FROM graph_mentions", ())]
     facts = [_fact_row(r) for r in run(f"SELECT {FACT_COLUMNS} FROM graph_facts", ())]
     return chunks, mentions, facts
 
@@ -338,4 +337,4 @@ def facts_in_period(store: Store, label: str) -> list[FactRow]:
 
 def mentions_in_chunks(store: Store, chunk_ids: Iterable[int]) -> list[MentionRow]:
     rows = _in_parts(store.query, "SELECT chunk_id, entity_key, name, type, n FROM graph_mentions WHERE chunk_id IN ({marks})", [int(c) for c in chunk_ids])
-    return [MentionRow(*r) for r in rows]
+    return [MentionRow._make(r) for r in rows]

@@ -16,7 +16,8 @@ from datetime import datetime
 import numpy as np
 
 from chronorag.graph import facts_store as fs
-from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extract_chunks
+from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extract_chunks, runs_in_processes
+from chronorag.graph.extract_pool import ExtractionPool, PendingExtraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
 from chronorag.graph.temporal_graph import TemporalGraph
@@ -66,7 +67,9 @@ class GraphIndex:
         self._graph: TemporalGraph | None = None
         self._pending_add: dict[int, tuple[tuple, list[tuple], list[tuple]]] = {}  # chunk id -> table rows
         self._pending_del: set[int] = set()
-        self.extract_seconds = 0.0
+        self.extract_seconds = 0.0  # time apply() waited on extraction
+        self._pool: ExtractionPool | None = None  # open for the length of one catch-up
+        self._prefetched: PendingExtraction | None = None
         self.partial_queries = True
         # per-query subgraphs: the last one is reused (parse_question then retrieve of one question)
         # and the period summaries are read once per committed version of the tables
@@ -84,13 +87,46 @@ class GraphIndex:
         stored = fs.read_meta(self.store, "extractor")
         return stored is not None and stored != self.extractor.name
 
+    def prefetch(self, added: Sequence[Chunk]) -> None:
+        """Start extracting the next batch in the workers; ``catch_up`` calls this before committing
+        the current one, so extraction and the parent's writes overlap."""
+        if self._prefetched is not None:
+            self._prefetched.cancel()
+            self._prefetched = None
+        if runs_in_processes(self.extractor, len(added), self.workers):
+            self._prefetched = self._extraction_pool().submit(added)
+
+    def end_catch_up(self) -> None:
+        """Stop the workers (after a catch-up, finished or not)."""
+        if self._prefetched is not None:
+            self._prefetched.cancel()
+            self._prefetched = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _extraction_pool(self) -> ExtractionPool:
+        if self._pool is None:
+            self._pool = ExtractionPool(self.extractor, self.workers, _table_rows)
+        return self._pool
+
+    def _extract(self, added: Sequence[Chunk]) -> dict[int, object]:
+        pending, self._prefetched = self._prefetched, None
+        if pending is not None and pending.chunk_ids == tuple(c.chunk_id for c in added):
+            return pending.result()
+        if pending is not None:
+            pending.cancel()
+        if self._pool is not None and runs_in_processes(self.extractor, len(added), self.workers):
+            return self._pool.submit(added).result()
+        return extract_chunks(self.extractor, added, self.workers, finish=_table_rows)
+
     def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
         for cid in deleted:
             self._pending_add.pop(int(cid), None)
             self._pending_del.add(int(cid))
         if added:
             t0 = time.perf_counter()
-            results = extract_chunks(self.extractor, added, self.workers, finish=_table_rows)
+            results = self._extract(added)
             self.extract_seconds += time.perf_counter() - t0
             for c in added:
                 self._pending_add[c.chunk_id] = results.get(c.chunk_id) or _table_rows(c, Extraction())
@@ -112,7 +148,7 @@ class GraphIndex:
                     db_facts.extend(facts)
                 fs.insert_rows(cur, db_chunks, db_mentions, db_facts)
                 graph.add([fs._chunk_row(c[:4] + c[5:]) for c in db_chunks],
-                          [fs.MentionRow(*m[:5]) for m in db_mentions],
+                          [fs.MentionRow._make(m[:5]) for m in db_mentions],
                           [fs._fact_row(f) for f in db_facts])
                 # time nodes are re-summarised once per catch-up (finish_catch_up), not per batch: a
                 # bulk ingest touches most days in every batch. Until then the touched labels are

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 import networkx as nx
 
@@ -39,11 +39,12 @@ class TemporalGraph:
         self.timeline = Timeline()
         self.chunks: dict[int, ChunkRow] = {}
         self.chunk_facts: dict[int, set[str]] = defaultdict(set)
-        self.chunk_entities: dict[int, Counter] = defaultdict(Counter)
+        # counts in plain dicts: a full corpus creates ~300k of them and Counter() costs 10x dict()
+        self.chunk_entities: dict[int, dict[str, int]] = defaultdict(dict)
         self.entity_facts: dict[str, set[str]] = defaultdict(set)
         self.entity_chunks: dict[str, set[int]] = defaultdict(set)
-        self._names: dict[str, Counter] = defaultdict(Counter)
-        self._types: dict[str, Counter] = defaultdict(Counter)
+        self._names: dict[str, dict[str, int]] = defaultdict(dict)
+        self._types: dict[str, dict[str, int]] = defaultdict(dict)
         self._fact_rows: dict[str, dict[int, FactRow]] = defaultdict(dict)
         self.alias_index: dict[str, set[str]] = defaultdict(set)  # casefolded surface form -> keys
 
@@ -58,12 +59,13 @@ class TemporalGraph:
                 self.timeline.add_chunk(label, c.chunk_id)
         touched: set[str] = set()
         new_seen: dict[str, list[datetime]] = defaultdict(list)  # dates of the chunks added per entity
+        chunks = self.chunks
         for m in mentions:
             self._add_mention(m)
-            touched.add(m.entity_key)
-            c = self.chunks.get(m.chunk_id)
+            touched.add(m[1])
+            c = chunks.get(m[0])
             if c is not None and c.published_at is not None:
-                new_seen[m.entity_key].append(c.published_at)
+                new_seen[m[1]].append(c.published_at)
         changed_facts: set[str] = set()
         for r in facts:
             self._fact_rows[r.fact_key][r.chunk_id] = r
@@ -105,10 +107,14 @@ class TemporalGraph:
         self._refresh_entities(touched)
 
     def _add_mention(self, m: MentionRow) -> None:
-        self._names[m.entity_key][m.name] += m.n
-        self._types[m.entity_key][m.type] += m.n
-        self.entity_chunks[m.entity_key].add(m.chunk_id)
-        self.chunk_entities[m.chunk_id][m.entity_key] += m.n
+        cid, key, name, typ, n = m
+        names = self._names[key]
+        names[name] = names.get(name, 0) + n
+        types = self._types[key]
+        types[typ] = types.get(typ, 0) + n
+        self.entity_chunks[key].add(cid)
+        counts = self.chunk_entities[cid]
+        counts[key] = counts.get(key, 0) + n
 
     def _refresh_entities(self, keys: Iterable[str], new_seen: dict[str, list[datetime]] | None = None) -> None:
         """Rebuild entities from their mention counts. ``new_seen`` (adds only: an entity's chunks

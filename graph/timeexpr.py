@@ -11,6 +11,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import islice
 
 GRANULARITIES = ("day", "week", "month", "quarter", "half", "year")
 
@@ -349,6 +350,14 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 _EN_HINT = re.compile(r"\d|day|week|month|quarter|year|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", re.I)
 
 
+# Literals a rule cannot match without (any one of them): a substring test is far cheaper than a
+# regex scan, and most chunks lack 季度, 半年 or a week word. Keyed by handler, per rule set.
+_ZH_NEEDS = {
+    "_ymd": ("月",), "_yq": ("季度",), "_yh": ("半年",), "_ym": ("月",), "_y": ("年",), "_md": ("月",),
+    "_q": ("季度",), "_m": ("月",), "_rel_week": ("周", "星期", "礼拜"), "_weekday": ("周", "星期", "礼拜"),
+    "_rel_month": ("月",), "_rel_year": ("年",), "_half": ("半年",),
+}
+_EN_NUMERIC_NEEDS = {"_qy": ("q", "Q"), "_yq": ("q", "Q")}
 _ZH_YEAR_HEAD = re.compile(r"(?:\d{4}|[〇零一二三四五六七八九]{4})\s*年")
 _YEAR_LED = {"_ymd", "_yq", "_yh", "_ym", "_y"}  # Chinese rules whose match starts with a year head
 
@@ -381,11 +390,15 @@ def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None)
     if chinese and _ZH_HINT.search(text):
         rule_sets.append(_ZH_RULES)
     if _EN_HINT.search(text):
-        english = not chinese or len(_LATIN_WORD.findall(text)) > 3
+        english = not chinese or next(islice(_LATIN_WORD.finditer(text), 3, None), None) is not None  # > 3 words
         rule_sets.append(_EN_RULES if english else _EN_NUMERIC)
     year_heads: list[int] | None = None
     for rules in rule_sets:
+        needs_of = _ZH_NEEDS if rules is _ZH_RULES else _EN_NUMERIC_NEEDS if rules is _EN_NUMERIC else {}
         for pattern, handler in rules:
+            needs = needs_of.get(handler.__name__)
+            if needs is not None and not any(lit in text for lit in needs):
+                continue
             if rules is _ZH_RULES and handler.__name__ in _YEAR_LED:
                 # these rules all begin with 'YYYY年': match them only where that head occurs (one
                 # scan instead of five; same matches as finditer, which is a third of the cost)

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -44,12 +45,13 @@ def parent_of(label: str) -> str | None:
     return None
 
 
-def lineage(label: str) -> list[str]:
-    """The label and its ancestors, finest first: '2023-08-11' -> [.., '2023-08', '2023-Q3', '2023']."""
+@lru_cache(maxsize=65536)  # a bulk ingest asks for the same few thousand days a million times
+def lineage(label: str) -> tuple[str, ...]:
+    """The label and its ancestors, finest first: '2023-08-11' -> (.., '2023-08', '2023-Q3', '2023')."""
     out = [label]
     while (p := parent_of(out[-1])) is not None:
         out.append(p)
-    return out
+    return tuple(out)
 
 
 def day_label(t: datetime) -> str:
@@ -176,8 +178,7 @@ class Timeline:
         return node
 
     def touch(self, label: str) -> None:
-        for lab in lineage(label):
-            self.dirty.add(lab)
+        self.dirty.update(lineage(label))
 
     def add_fact(self, label: str, key: str) -> None:
         self._node(label).facts.add(key)

@@ -69,3 +69,50 @@ def test_rjieba_and_jieba_taggers_extract_the_same(monkeypatch):
     slow = extract_chunks(slow_ext, chunks)
     assert slow_ext._tagger.__name__ == "_tag_jieba"
     assert fast == slow
+
+
+def test_chinese_organisation_names_are_contiguous_text():
+    text = "青海银行前十大股东为：苏州市相城区江南化纤集团有限公司（持股4.52%）、青海盐湖工业股份有限公司（持股4.11%）。"
+    ents = RuleExtractor().extract(text, None).entities
+    orgs = [e.name for e in ents if e.type == "ORG"]
+    # a merged name once skipped the nouns in between ('相城区集团', '盐湖有限公司')
+    assert "相城区江南化纤集团" in orgs and "盐湖工业股份有限公司" in orgs
+    assert all(text[e.start : e.end] == e.name for e in ents)
+
+
+def test_graph_catch_up_with_prefetching_workers_equals_serial(tmp_path, monkeypatch):
+    """Windows extracted ahead in the worker pool while the previous one commits give the same
+    tables as one process (windows of 300, 300 and 100 chunks: forked once, pooled, in-process)."""
+    import sys
+    from pathlib import Path
+
+    from chronorag.graph import facts_store as fs
+    from chronorag.graph.index import GraphIndex
+    from chronorag.indexing import catch_up
+    from chronorag.store import DocumentWrite, Store
+    from chronorag.types import ChunkDraft
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.temporal_corpus import generate
+
+    from chronorag.graph import extract_pool
+
+    submitted = []
+    real_submit = extract_pool.ExtractionPool.submit
+    monkeypatch.setattr(extract_pool.ExtractionPool, "submit",
+                        lambda self, chunks: submitted.append(len(chunks)) or real_submit(self, chunks))
+    docs, _ = generate(seed=5, n_docs=700)
+    tables = []
+    for workers in (1, 2):
+        store = Store(tmp_path / f"w{workers}.sqlite3")
+        store.write_documents([DocumentWrite(d, d.doc_id, [ChunkDraft(0, d.text, 0, len(d.text), 9)]) for d in docs])
+        index = GraphIndex(store, workers=workers)
+        catch_up(store, index, batch=300)
+        assert index._pool is None  # the workers are gone once the catch-up ends
+        chunks, mentions, facts = fs.all_rows(store)
+        tables.append(([c[:4] for c in chunks], sorted(mentions), sorted(facts), fs.read_summaries(store).keys(),
+                       index.graph.stats()))
+        store.close()
+    assert submitted == [300, 300]  # the first window in a one-shot pool, the second prefetched
+    assert tables[0] == tables[1]
+    assert len(tables[0][0]) == 700 and len(tables[0][2]) > 100

@@ -126,3 +126,51 @@ def test_catch_up_matches_store_in_small_batches(store):
     assert idx.ids == set(store.live_chunk_ids().tolist())
     assert idx.applied_seq == store.max_seq()
     assert catch_up(store, idx) == 0
+
+
+class _PrefetchingIndex(_RecordingIndex):
+    """Records the order of hook calls: the next window must arrive before this one commits."""
+
+    def __init__(self, fail_on_commit: int | None = None):
+        super().__init__()
+        self.events: list[tuple] = []
+        self.fail_on_commit = fail_on_commit
+
+    def prefetch(self, chunks):
+        self.events.append(("prefetch", tuple(c.chunk_id for c in chunks)))
+
+    def apply(self, added, deleted):
+        super().apply(added, deleted)
+        self.events.append(("apply", tuple(c.chunk_id for c in added)))
+
+    def commit(self, seq):
+        if self.commits == self.fail_on_commit:
+            raise RuntimeError("disk full")
+        super().commit(seq)
+        self.events.append(("commit", seq))
+
+    def end_catch_up(self):
+        self.events.append(("end",))
+
+
+def test_catch_up_hands_the_next_window_over_before_committing(store):
+    for i in range(4):
+        _write(store, _doc(f"d{i}"), "h")
+    idx = _PrefetchingIndex()
+    catch_up(store, idx, batch=3)
+    kinds = [e[0] for e in idx.events]
+    # apply(w1) prefetch(w2) commit(w1) apply(w2) prefetch(w3) commit(w2) ... apply(wn) commit(wn) end
+    assert kinds[:3] == ["apply", "prefetch", "commit"] and kinds[-3:] == ["apply", "commit", "end"]
+    applied = [e[1] for e in idx.events if e[0] == "apply"]
+    prefetched = [e[1] for e in idx.events if e[0] == "prefetch"]
+    assert prefetched == applied[1:] and len(applied) >= 3
+    assert idx.ids == set(store.live_chunk_ids().tolist()) and idx.applied_seq == store.max_seq()
+
+
+def test_catch_up_ends_the_index_even_when_a_commit_fails(store):
+    for i in range(4):
+        _write(store, _doc(f"d{i}"), "h")
+    idx = _PrefetchingIndex(fail_on_commit=1)
+    with pytest.raises(RuntimeError):
+        catch_up(store, idx, batch=3)
+    assert idx.events[-1] == ("end",) and idx.commits == 1
