@@ -293,7 +293,7 @@ def test_synthetic_corpus_questions(store):
 
 def test_extractor_name_is_recorded(store, built):
     assert not built.extractor_changed
-    other = GraphIndex(store, extractor=type("X", (RuleExtractor,), {"name": "rules-v2"})())
+    other = GraphIndex(store, extractor=type("X", (RuleExtractor,), {"name": "rules-v99"})())
     assert other.extractor_changed
     other.reset()
     assert other.applied_seq == 0 and store.query("SELECT COUNT(*) FROM graph_facts")[0][0] == 0
