@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS graph_chunks (
     extractor     TEXT NOT NULL,
     recorded_ts   REAL NOT NULL
 );
+-- a day's chunks, for re-summarising its time node without loading the graph
+CREATE INDEX IF NOT EXISTS graph_chunks_day ON graph_chunks(substr(published_at, 1, 10));
 CREATE TABLE IF NOT EXISTS graph_mentions (
     chunk_id    INTEGER NOT NULL,
     entity_key  TEXT NOT NULL,

@@ -19,9 +19,10 @@ from chronorag.graph import facts_store as fs
 from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extract_chunks, runs_in_processes
 from chronorag.graph.extract_pool import ExtractionPool, PendingExtraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
+from chronorag.graph.period_summaries import resummarise, touched_labels
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
 from chronorag.graph.temporal_graph import TemporalGraph
-from chronorag.graph.timeline import ExtractiveSummariser, Summariser
+from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage
 from chronorag.graph.timescope import parse_time_scope
 
 _LABEL_OK = re.compile(r"^\d{4}(?:-(?:Q[1-4]|\d{2})(?:-\d{2})?)?$")
@@ -44,6 +45,12 @@ def _table_rows(chunk: Chunk, ext: Extraction) -> tuple[tuple, list[tuple], list
     mentions, facts = fs.extraction_rows(chunk.chunk_id, ext)
     day = chunk.published_at.isoformat() if chunk.published_at else None
     return (chunk.chunk_id, chunk.doc_id, day, _lead(chunk.text)), mentions, facts
+
+
+def _read_pending(cur) -> list[str]:
+    """Time-node labels whose summaries a catch-up still owes (committed with the rows)."""
+    row = cur.execute("SELECT value FROM graph_meta WHERE key = 'pending_summaries'").fetchone()
+    return json.loads(row[0]) if row else []
 
 
 class GraphIndex:
@@ -132,28 +139,37 @@ class GraphIndex:
                 self._pending_add[c.chunk_id] = results.get(c.chunk_id) or _table_rows(c, Extraction())
 
     def commit(self, seq: int) -> None:
-        graph = self.graph
+        """Write the pending rows; the in-memory graph is updated only when it is loaded (a server),
+        so a one-shot ingest into a large store never reads the whole graph."""
+        graph = self._graph
         now = time.time()
         try:
             with self.store.transaction() as cur:
                 # ids are never reused, but an id applied twice must replace its rows, not duplicate them
                 dels = sorted(self._pending_del | fs.existing_chunks(cur, list(self._pending_add)))
+                labels: set[str] = set()
                 if dels:
+                    labels |= touched_labels(cur, dels)
                     touched = fs.delete_chunks(cur, dels)
-                    graph.remove_chunks(dels, touched, fs.mentions_of(cur, touched), fs.facts_touching(cur, touched))
+                    if graph is not None:
+                        graph.remove_chunks(dels, touched, fs.mentions_of(cur, touched), fs.facts_touching(cur, touched))
                 db_chunks, db_mentions, db_facts = [], [], []
                 for cid, (chunk_row, mentions, facts) in self._pending_add.items():
                     db_chunks.append((*chunk_row, self.extractor.name, now))
                     db_mentions.extend(mentions)
                     db_facts.extend(facts)
                 fs.insert_rows(cur, db_chunks, db_mentions, db_facts)
-                graph.add([fs._chunk_row(c[:4] + c[5:]) for c in db_chunks],
-                          [fs.MentionRow._make(m[:5]) for m in db_mentions],
-                          [fs._fact_row(f) for f in db_facts])
+                if graph is not None:
+                    graph.add([fs._chunk_row(c[:4] + c[5:]) for c in db_chunks],
+                              [fs.MentionRow._make(m[:5]) for m in db_mentions],
+                              [fs._fact_row(f) for f in db_facts])
+                labels.update(c[2][:10] for c in db_chunks if c[2])  # the day of each new chunk
+                labels.update(f[15] for f in db_facts if f[15])  # the time node of each new fact
                 # time nodes are re-summarised once per catch-up (finish_catch_up), not per batch: a
                 # bulk ingest touches most days in every batch. Until then the touched labels are
                 # recorded with the rows, so a crash in between loses no summary work.
-                fs.write_meta(cur, "pending_summaries", json.dumps(sorted(graph.timeline.dirty)))
+                pending = set(_read_pending(cur)).union(*(lineage(lab) for lab in labels))
+                fs.write_meta(cur, "pending_summaries", json.dumps(sorted(pending)))
                 fs.write_meta(cur, "applied_seq", str(int(seq)))
                 fs.write_meta(cur, "extractor", self.extractor.name)
         except BaseException:
@@ -164,30 +180,33 @@ class GraphIndex:
         self._applied_seq = int(seq)
 
     def finish_catch_up(self) -> None:
-        """Re-summarise the time nodes the batches since the last call touched."""
-        if self._graph is None and not self._stored_pending():
-            return
-        graph = self.graph
-        if not graph.timeline.dirty:
-            return
+        """Re-summarise the time nodes the batches since the last call touched (from the tables)."""
         try:
             with self.store.transaction() as cur:
-                fs.write_summaries(cur, graph.timeline.resummarise(graph.period_items, self.summariser))
+                pending = _read_pending(cur)
+                if not pending:
+                    return
+                rows = resummarise(cur, pending, self.summariser)
+                fs.write_summaries(cur, rows)
                 fs.write_meta(cur, "pending_summaries", "[]")
         except BaseException:
             self._graph = None
             raise
         self._summaries = None
-
-    def _stored_pending(self) -> list[str]:
-        return json.loads(fs.read_meta(self.store, "pending_summaries") or "[]")
+        if self._graph is not None:
+            timeline = self._graph.timeline
+            timeline.restore({r[0]: dict(zip(("period", "level", "summary", "top_items", "n_facts", "n_chunks"), r))
+                              for r in rows if r[4] or r[5]})
+            for r in rows:
+                if not (r[4] or r[5]):
+                    timeline.drop(r[0])
 
     def reset(self) -> None:
         with self.store.transaction() as cur:
             fs.clear_all(cur)
         self._pending_add.clear()
         self._pending_del.clear()
-        self._graph = TemporalGraph()
+        self._graph = None  # empty tables: loads (empty) on first use
         self._applied_seq = 0
 
     # ----------------------------------------------------------- the graph
@@ -202,7 +221,6 @@ class GraphIndex:
         g = TemporalGraph()
         g.load(*fs.all_rows(self.store))
         g.timeline.restore(fs.read_summaries(self.store))
-        g.timeline.dirty.update(self._stored_pending())  # a catch-up that stopped before its summaries
         return g
 
     @property
@@ -307,4 +325,9 @@ class GraphIndex:
         out = {"fact_rows": rows[0], "mention_rows": rows[1], "chunks_extracted": rows[2], "extractor": self.extractor.name}
         if self._graph is not None:
             out.update(self._graph.stats())
+        else:  # the same counts from the tables, without loading the graph
+            ents, facts, nodes = self.store.query(
+                "SELECT (SELECT COUNT(DISTINCT entity_key) FROM graph_mentions),"
+                " (SELECT COUNT(DISTINCT fact_key) FROM graph_facts), (SELECT COUNT(*) FROM graph_summaries)")[0]
+            out.update({"entities": ents, "facts": facts, "time_nodes": nodes})
         return out

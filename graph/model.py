@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -41,6 +42,16 @@ def entity_key(name: str) -> str:
     text = _SPACE.sub(" ", text)
     stripped = _LEGAL_SUFFIX.sub("", text)
     return (stripped or text).casefold()
+
+
+def evidence_rank(confidence: float, chunk_id: int) -> tuple[float, int]:
+    """Which of a fact's source rows speaks for it: the most confident, then the earliest chunk."""
+    return (confidence, -chunk_id)
+
+
+def merged_confidence(best: float, n_sources: int) -> float:
+    """A fact's confidence: its best row's, raised by how many chunks state it."""
+    return min(1.0, best + 0.1 * math.log(n_sources))
 
 
 def fact_key(subject_key: str, relation: str, object_key: str, t_start: float | None, granularity: str | None) -> str:

@@ -7,15 +7,14 @@ Additions are applied incrementally; deletions rebuild the touched entities from
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 import networkx as nx
 
 from chronorag.graph.facts_store import ChunkRow, FactRow, MentionRow
-from chronorag.graph.model import Entity, Fact, assign_validity, functional_group
-from chronorag.graph.timeline import SummaryItem, Timeline, day_label, level_of, node_for_span
+from chronorag.graph.model import Entity, Fact, assign_validity, evidence_rank, functional_group, merged_confidence
+from chronorag.graph.timeline import Timeline, day_label, level_of, node_for_span
 
 
 def _same_evidence(a: Fact, b: Fact) -> bool:
@@ -176,7 +175,7 @@ class TemporalGraph:
                 assign_validity([f])
 
     def _build_fact(self, fk: str, rows: dict[int, FactRow]) -> Fact:
-        best = max(rows.values(), key=lambda r: (r.confidence, -r.chunk_id))
+        best = max(rows.values(), key=lambda r: evidence_rank(r.confidence, r.chunk_id))
         recorded = [self.chunks[c].recorded_at for c in rows if c in self.chunks]
         n = len(rows)
         return Fact(
@@ -189,7 +188,7 @@ class TemporalGraph:
             granularity=best.granularity,
             description=best.description,
             sources=set(rows),
-            confidence=min(1.0, best.confidence + 0.1 * math.log(n)),
+            confidence=merged_confidence(best.confidence, n),
             recorded_at=min(recorded, default=None),
         )
 
@@ -250,29 +249,6 @@ class TemporalGraph:
                 )
             self._nx = g
         return self._nx
-
-    # ---------------------------------------------------------- summaries
-    def period_items(self, node) -> list[SummaryItem]:
-        """Candidate sentences directly at a period node: its facts and its chunks' leads."""
-        items: list[SummaryItem] = []
-        for fk in sorted(node.facts):
-            f = self.facts.get(fk)
-            if f is None:
-                continue
-            items.append(SummaryItem(
-                text=f.description, ref=f"fact:{fk}", time=f.t_start.isoformat() if f.t_start else None,
-                entities=[f.subject, f.object], weight=math.log1p(len(f.sources)) + f.confidence,
-            ))
-        for cid in sorted(node.chunks):
-            c = self.chunks.get(cid)
-            if c is None or not c.lead:
-                continue
-            ents = list(self.chunk_entities.get(cid, ()))[:5]  # the first entities the chunk names
-            items.append(SummaryItem(
-                text=c.lead, ref=f"chunk:{cid}", time=c.published_at.isoformat() if c.published_at else None,
-                entities=ents, weight=0.5,
-            ))
-        return items
 
     # -------------------------------------------------------------- lookup
     def name(self, key: str) -> str:

@@ -2,16 +2,16 @@
 
 Each node summarises its period extractively: candidate sentences are its own facts' sentences and
 chunk leads plus its children's best items, scored by how central their entities are within the
-period. Changes mark a leaf and its ancestors dirty, and only dirty nodes are re-summarised.
+period. A change marks a leaf and its ancestors dirty (``GraphIndex``), and only those are
+re-summarised (``period_summaries``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime, timedelta
@@ -160,12 +160,10 @@ class PeriodNode:
 
 
 class Timeline:
-    """Period nodes with direct fact/chunk links, and the set of nodes whose summary is stale."""
+    """Period nodes with their direct fact/chunk links and stored summaries (written by period_summaries)."""
 
-    def __init__(self, keep_items: int = 8) -> None:
+    def __init__(self) -> None:
         self.nodes: dict[str, PeriodNode] = {}
-        self.dirty: set[str] = set()
-        self.keep_items = keep_items
 
     def _node(self, label: str) -> PeriodNode:
         """The node for ``label``, created (with its ancestors) if missing."""
@@ -177,63 +175,28 @@ class Timeline:
                 self._node(parent).children.add(label)
         return node
 
-    def touch(self, label: str) -> None:
-        self.dirty.update(lineage(label))
-
     def add_fact(self, label: str, key: str) -> None:
         self._node(label).facts.add(key)
-        self.touch(label)
 
     def remove_fact(self, label: str, key: str) -> None:
         if label in self.nodes:
             self.nodes[label].facts.discard(key)
-            self.touch(label)
 
     def add_chunk(self, label: str, chunk_id: int) -> None:
         self._node(label).chunks.add(chunk_id)
-        self.touch(label)
 
     def remove_chunk(self, label: str, chunk_id: int) -> None:
         if label in self.nodes:
             self.nodes[label].chunks.discard(chunk_id)
-            self.touch(label)
 
-    def resummarise(
-        self,
-        own_items: Callable[[PeriodNode], list[SummaryItem]],
-        summariser: Summariser,
-    ) -> list[tuple]:
-        """Re-summarise dirty nodes, finest level first; returns rows for facts_store.write_summaries."""
-        order = {lvl: i for i, lvl in enumerate(LEVELS)}
-        rows = []
-        now = time.time()
-        for label in sorted(self.dirty, key=lambda lab: -order[level_of(lab)]):
-            node = self._node(label)
-            kids = [self.nodes[c] for c in sorted(node.children) if c in self.nodes]
-            node.n_facts = len(node.facts) + sum(k.n_facts for k in kids)
-            node.n_chunks = len(node.chunks) + sum(k.n_chunks for k in kids)
-            items = own_items(node)
-            for kid in kids:
-                items.extend(SummaryItem(it.text, it.ref, it.time, list(it.entities), it.weight) for it in kid.top_items)
-            node.top_items = rank_items(items, self.keep_items)
-            node.summary = summariser.summarise(label, node.top_items) if node.top_items else ""
-            rows.append(
-                (label, level_of(label), node.summary, [dict(vars(it)) for it in node.top_items],
-                 node.n_facts, node.n_chunks, now)
-            )
-            if node.n_facts == 0 and node.n_chunks == 0:
-                self._drop(label)
-        self.dirty.clear()
-        return rows
-
-    def _drop(self, label: str) -> None:
+    def drop(self, label: str) -> None:
         self.nodes.pop(label, None)
         parent = parent_of(label)
         if parent in self.nodes:
             self.nodes[parent].children.discard(label)
 
     def restore(self, summaries: dict[str, dict]) -> None:
-        """Load persisted summaries into nodes (after a rebuild) so nothing is re-summarised."""
+        """Put stored summaries (``facts_store.read_summaries``) on the nodes that exist."""
         for label, row in summaries.items():
             if label not in self.nodes:
                 continue
@@ -241,4 +204,3 @@ class Timeline:
             node.summary = row["summary"]
             node.top_items = [SummaryItem(**it) for it in row["top_items"]]
             node.n_facts, node.n_chunks = row["n_facts"], row["n_chunks"]
-            self.dirty.discard(label)

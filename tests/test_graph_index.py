@@ -131,6 +131,7 @@ def test_changed_document_replaces_its_facts(store, built):
 
 
 def test_graph_is_rebuilt_from_tables_identically(store, built):
+    built.load()  # a server's graph: kept in step incrementally, must equal a fresh load
     store.delete_documents(["a2"])
     put(store, "n1", "Tom Berg, chief executive of Northwind Energy, opened a plant in Boston.", 2023, 2, 2)
     catch_up(store, built)
@@ -147,7 +148,7 @@ def test_graph_is_rebuilt_from_tables_identically(store, built):
         k: (e.name, e.type, e.aliases, e.first_seen, e.last_seen) for k, e in live.entities.items()}
     assert {k: n.summary for k, n in fresh.timeline.nodes.items()} == {
         k: n.summary for k, n in live.timeline.nodes.items() if n.n_facts or n.n_chunks}
-    assert fresh.g.number_of_edges() > 0 and not fresh.timeline.dirty
+    assert fresh.g.number_of_edges() > 0 and fs.read_meta(store, "pending_summaries") == "[]"
 
 
 def test_failed_commit_leaves_tables_and_seq_untouched(store, built, monkeypatch):
@@ -325,3 +326,42 @@ def test_partial_queries_match_the_full_graph(store, built):
         fresh.entity_timeline("Nobody Inparticular")
     with pytest.raises(UnknownPeriod):
         fresh.period_summary("Aug 2023")
+
+
+def test_one_shot_ingest_never_loads_the_graph(store, built, monkeypatch):
+    """Adding a document to a big store must not read the whole graph into memory."""
+    def no_load(self):
+        raise AssertionError("the whole graph was loaded")
+
+    monkeypatch.setattr(GraphIndex, "rebuild_from_tables", no_load)
+    index = GraphIndex(store)  # a new CLI process
+    put(store, "n3", "Corvane Systems named Ada Park chief executive.", 2023, 9, 4)
+    store.delete_documents(["r2"])
+    catch_up(store, index)
+    summaries = fs.read_summaries(store)
+    assert "Corvane Systems" in summaries["2023-09-04"]["summary"] and "2021-10-21" not in summaries
+    assert index.stats()["facts"] == len({r[0] for r in store.query("SELECT fact_key FROM graph_facts")})
+
+
+def test_server_and_one_shot_catch_ups_write_the_same_summaries(tmp_path):
+    """A loaded graph (server) and rows-only commits (CLI) leave identical tables and time nodes."""
+    results = []
+    for loaded in (True, False):
+        store = Store(tmp_path / f"{loaded}.sqlite3")
+        for doc_id, text, ymd in CORPUS:
+            put(store, doc_id, text, *ymd)
+        index = GraphIndex(store)
+        if loaded:
+            index.load()
+        catch_up(store, index)
+        store.delete_documents(["r1", "a2"])
+        put(store, "h2", "Northwind Energy moved its headquarters to Boston.", 2021, 5, 5, version="2")
+        catch_up(store, index)
+        rows = store.query("SELECT period, level, summary, top_items, n_facts, n_chunks FROM graph_summaries ORDER BY period")
+        fresh = GraphIndex(store).graph.timeline.nodes
+        if loaded:
+            assert {k: (n.summary, n.n_facts, n.n_chunks) for k, n in index.graph.timeline.nodes.items()} == {
+                k: (n.summary, n.n_facts, n.n_chunks) for k, n in fresh.items()}
+        results.append(rows)
+        store.close()
+    assert results[0] == results[1] and len(results[0]) > 10
