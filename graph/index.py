@@ -97,20 +97,21 @@ class GraphIndex:
     def prefetch(self, added: Sequence[Chunk]) -> None:
         """Start extracting the next batch in the workers; ``catch_up`` calls this before committing
         the current one, so extraction and the parent's writes overlap."""
-        if self._prefetched is not None:
-            self._prefetched.cancel()
-            self._prefetched = None
+        self._drop_prefetched()
         if runs_in_processes(self.extractor, len(added), self.workers):
             self._prefetched = self._extraction_pool().submit(added)
 
     def end_catch_up(self) -> None:
         """Stop the workers (after a catch-up, finished or not)."""
-        if self._prefetched is not None:
-            self._prefetched.cancel()
-            self._prefetched = None
+        self._drop_prefetched()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+    def _drop_prefetched(self) -> None:
+        if self._prefetched is not None:
+            self._prefetched.cancel()
+            self._prefetched = None
 
     def _extraction_pool(self) -> ExtractionPool:
         if self._pool is None:
@@ -118,11 +119,11 @@ class GraphIndex:
         return self._pool
 
     def _extract(self, added: Sequence[Chunk]) -> dict[int, object]:
-        pending, self._prefetched = self._prefetched, None
+        pending = self._prefetched
         if pending is not None and pending.chunk_ids == tuple(c.chunk_id for c in added):
+            self._prefetched = None
             return pending.result()
-        if pending is not None:
-            pending.cancel()
+        self._drop_prefetched()
         if self._pool is not None and runs_in_processes(self.extractor, len(added), self.workers):
             return self._pool.submit(added).result()
         return extract_chunks(self.extractor, added, self.workers, finish=_table_rows)
