@@ -113,3 +113,28 @@ def test_signature_names_the_options_and_pickles():
 def test_hmm_joins_unknown_words():
     assert "营收" in Tokenizer(hmm=True, search_mode=False).tokenize("公司营收增长")
     assert "营收" not in Tokenizer(search_mode=False).tokenize("公司营收增长")
+
+
+def test_lexicon_is_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    from chronorag.retrieval import zh_segment
+
+    monkeypatch.setattr(zh_segment, "_writable_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(zh_segment, "_lexicon", None)
+    built = zh_segment.load_lexicon()
+    (cache,) = tmp_path.glob("chronorag-lexicon-*.marshal")
+    import jieba
+
+    def no_build():
+        raise AssertionError("the lexicon was rebuilt")
+
+    monkeypatch.setattr(jieba.dt, "check_initialized", no_build)
+    monkeypatch.setattr(zh_segment, "_lexicon", None)
+    assert zh_segment.load_lexicon() == built  # read back from the file, jieba untouched
+    monkeypatch.undo()
+    monkeypatch.setattr(zh_segment, "_writable_cache_dir", lambda: str(tmp_path))
+    cache.write_bytes(b"\x00garbage")
+    monkeypatch.setattr(zh_segment, "_lexicon", None)
+    assert zh_segment.load_lexicon() == built  # damaged: rebuilt and rewritten
+    assert zh_segment._read_cached(cache) == built
+    run = "国家统计局发布数据显示上半年国内生产总值增长"
+    assert zh_segment.segment_chinese(run, *built) == ["国家统计局", "发布", "数据", "显示", "上半年", "国内", "生产总值", "增长"]
