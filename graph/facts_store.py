@@ -337,6 +337,15 @@ def facts_in_period(store: Store, label: str) -> list[FactRow]:
     return [_fact_row(r) for r in rows]
 
 
-def mentions_in_chunks(store: Store, chunk_ids: Iterable[int]) -> list[MentionRow]:
-    rows = _in_parts(store.query, "SELECT chunk_id, entity_key, name, type, n FROM graph_mentions WHERE chunk_id IN ({marks})", [int(c) for c in chunk_ids])
+def mentions_in_chunks(source, chunk_ids: Iterable[int]) -> list[MentionRow]:
+    rows = _in_parts(_runner(source), "SELECT chunk_id, entity_key, name, type, n FROM graph_mentions WHERE chunk_id IN ({marks})", [int(c) for c in chunk_ids])
     return [MentionRow._make(r) for r in rows]
+
+
+def touched_labels(source, chunk_ids: Iterable[int]) -> set[str]:
+    """Day labels of these chunks and the time nodes of their facts (read before deleting them)."""
+    run, ids = _runner(source), [int(c) for c in chunk_ids]
+    days = _in_parts(run, "SELECT DISTINCT substr(published_at, 1, 10) FROM graph_chunks"
+                          " WHERE chunk_id IN ({marks}) AND published_at IS NOT NULL", ids)
+    periods = _in_parts(run, "SELECT DISTINCT period FROM graph_facts WHERE chunk_id IN ({marks}) AND period IS NOT NULL", ids)
+    return {r[0] for r in days} | {r[0] for r in periods}

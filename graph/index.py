@@ -19,7 +19,7 @@ from chronorag.graph import facts_store as fs
 from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extract_chunks, runs_in_processes
 from chronorag.graph.extract_pool import ExtractionPool, PendingExtraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
-from chronorag.graph.period_summaries import resummarise, touched_labels
+from chronorag.graph.period_summaries import resummarise
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
 from chronorag.graph.temporal_graph import TemporalGraph
 from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage
@@ -150,7 +150,7 @@ class GraphIndex:
                 dels = sorted(self._pending_del | fs.existing_chunks(cur, list(self._pending_add)))
                 labels: set[str] = set()
                 if dels:
-                    labels |= touched_labels(cur, dels)
+                    labels |= fs.touched_labels(cur, dels)
                     touched = fs.delete_chunks(cur, dels)
                     if graph is not None:
                         graph.remove_chunks(dels, touched, fs.mentions_of(cur, touched), fs.facts_touching(cur, touched))

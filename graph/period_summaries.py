@@ -14,26 +14,12 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from chronorag.graph import facts_store as fs
 from chronorag.graph.model import evidence_rank, merged_confidence
 from chronorag.graph.timeline import LEVELS, SummaryItem, Summariser, level_of, parent_of, rank_items
 
 KEEP_ITEMS = 8  # best items a node keeps (and hands to its parent)
 LEAD_ENTITIES = 5  # entities of a chunk lead that count for its centrality
-
-
-def touched_labels(cur: sqlite3.Cursor, chunk_ids: Iterable[int]) -> set[str]:
-    """Day labels of these chunks and the time nodes of their facts (read before deleting them)."""
-    ids = [int(c) for c in chunk_ids]
-    out: set[str] = set()
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        marks = ",".join("?" * len(part))
-        out.update(r[0] for r in cur.execute(
-            f"SELECT DISTINCT substr(published_at, 1, 10) FROM graph_chunks WHERE chunk_id IN ({marks})"
-            " AND published_at IS NOT NULL", part))
-        out.update(r[0] for r in cur.execute(
-            f"SELECT DISTINCT period FROM graph_facts WHERE chunk_id IN ({marks}) AND period IS NOT NULL", part))
-    return out
 
 
 def _fact_items(cur: sqlite3.Cursor, label: str) -> list[SummaryItem]:
@@ -62,11 +48,8 @@ def _chunk_items(cur: sqlite3.Cursor, day: str) -> tuple[list[SummaryItem], int]
     ).fetchall()
     with_lead = [c for c in chunks if c[2]]
     entities: dict[int, set[str]] = {}
-    for start in range(0, len(with_lead), 500):
-        part = [c[0] for c in with_lead[start : start + 500]]
-        marks = ",".join("?" * len(part))
-        for cid, key in cur.execute(f"SELECT chunk_id, entity_key FROM graph_mentions WHERE chunk_id IN ({marks})", part):
-            entities.setdefault(cid, set()).add(key)
+    for m in fs.mentions_in_chunks(cur, [c[0] for c in with_lead]):
+        entities.setdefault(m.chunk_id, set()).add(m.entity_key)
     items = [
         SummaryItem(text=lead, ref=f"chunk:{cid}", time=published,
                     entities=sorted(entities.get(cid, ()))[:LEAD_ENTITIES], weight=0.5)
