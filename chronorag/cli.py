@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from chronorag.config import ConfigError, load_settings
+from chronorag.store import StoreError
 
 EXIT_USAGE = 2
 MAX_ERRORS_SHOWN = 20
@@ -131,9 +132,13 @@ def _settings(args: argparse.Namespace, **extra):
     return load_settings(config_file=args.config, data_dir=args.data_dir, **extra)
 
 
-def _open_engine(settings):
+def _open_engine(settings, create: bool = False):
+    """Only ``ingest`` creates a store; the other commands refuse a data directory without one
+    (a mistyped --data-dir would otherwise answer "no results" from a new, empty store)."""
     from chronorag.engine import ChronoRAG
 
+    if not create and not settings.store_path.is_file():
+        raise UsageError(f"no chronorag store in {settings.data_dir} (ingest documents first, or pass --data-dir)")
     return ChronoRAG(settings)
 
 
@@ -159,7 +164,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if args.limit:
         records = islice(records, args.limit)
     show = not args.quiet and not args.json
-    with _open_engine(settings) as engine:
+    with _open_engine(settings, create=True) as engine:
         bar = tqdm(desc="ingest", unit="doc", disable=not show, file=sys.stderr)
         ibar = tqdm(desc="index", unit="chunk", disable=not show, file=sys.stderr)
         report = engine.insert(records, progress=bar.update, index_progress=ibar.update)
@@ -224,6 +229,11 @@ def _print_hits(question: str, hits) -> None:
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" ..."), "     "))
 
 
+def _check_question(question: str | None) -> None:
+    if question is not None and not question.strip():
+        raise UsageError("question is empty")
+
+
 def _retrieve_kwargs(args: argparse.Namespace) -> dict:
     if args.top_k < 1:
         raise UsageError("--top-k must be >= 1")
@@ -237,6 +247,7 @@ def _retrieve_kwargs(args: argparse.Namespace) -> dict:
 def cmd_answer(args: argparse.Namespace) -> int:
     from chronorag.kvcache import GenerationError
 
+    _check_question(args.question)
     kwargs = _retrieve_kwargs(args)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be >= 1")
@@ -290,8 +301,11 @@ def cmd_kv(args: argparse.Namespace) -> int:
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     if (args.question is None) == (args.questions is None):
-        raise UsageError("give either a question or --questions FILE")
+        both = args.question is not None
+        raise UsageError("give a question or --questions FILE, not both" if both else "give either a question or --questions FILE")
+    _check_question(args.question)
     kwargs = _retrieve_kwargs(args)
+    questions = _read_questions(args.questions) if args.questions is not None else []
     with _open_engine(_settings(args)) as engine:
         if args.question is not None:
             hits = engine.retrieve(args.question, **kwargs)
@@ -302,7 +316,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
                 _print_hits(args.question, hits)
             return 0
         bad = 0
-        for n, question, extra in _read_questions(args.questions):
+        for n, question, extra in questions:
             if question is None:
                 bad += 1
                 print(json.dumps({"line": n, **extra}, ensure_ascii=False))
@@ -381,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, ValueError) as exc:
+    except (UsageError, ConfigError, StoreError, ValueError) as exc:
         print(f"chronorag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from typing import Iterator
 from chronorag.config import Settings, load_settings
 from chronorag.indexing import DerivedIndex, catch_up
 from chronorag.ingest.pipeline import IngestReport, ingest_documents
-from chronorag.store import Store
+from chronorag.store import Store, StoreError
 from chronorag.types import Document, LoadError, SearchFilters, SearchHit
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ LLM_GRAPH_SYSTEM = "You extract facts from news text and answer with JSON only."
 class ChronoRAG:
     def __init__(self, settings: Settings | None = None, embedder=None) -> None:
         self.settings = settings or load_settings()
+        if self.settings.data_dir.exists() and not self.settings.data_dir.is_dir():
+            raise StoreError(f"data directory {self.settings.data_dir} is a file, not a directory")
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.settings.store_path)
         self._embedder = embedder

@@ -22,6 +22,10 @@ from chronorag.types import Chunk, ChunkDraft, Document, SearchFilters
 
 SCHEMA_VERSION = 1
 
+
+class StoreError(RuntimeError):
+    """The data directory holds something that is not a store this version can open."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -100,6 +104,22 @@ class Store:
         self._conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
         )
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # someone else's file: refuse it, never write to it
+            self._conn.close()
+            raise StoreError(f"{self.path} is not a chronorag store ({exc})") from None
+
+    def _open(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "documents" not in tables:
+            raise sqlite3.DatabaseError("an SQLite database without chronorag's tables")
+        if "meta" in tables:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row and int(row[0]) > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"schema version {row[0]} is newer than this chronorag's {SCHEMA_VERSION}; upgrade chronorag"
+                )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")

@@ -70,6 +70,7 @@ def test_questions_file(env, capsys):
         (["retrieve", "x", "--since", "2021-13-40"], "bad date"),
         (["retrieve", "x", "--since", "2022", "--until", "2021"], "after"),
         (["retrieve"], "either a question"),
+        (["retrieve", "x", "--questions", "q.txt"], "not both"),
         (["retrieve", "x", "--top-k", "0"], "top-k"),
         (["frobnicate"], "invalid choice"),
         (["retrieve", "   "], "empty"),
@@ -82,10 +83,56 @@ def test_bad_usage_is_one_line_exit_2(env, capsys, argv, message):
 
 
 def test_console_script_runs(env):
-    proc = subprocess.run([sys.executable, "-m", "chronorag.cli", "stats", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "chronorag.cli", *argv], capture_output=True, text=True, timeout=120)
+
+    proc = cli("stats", "--json")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no chronorag store" in proc.stderr
+    assert cli("ingest", "docs.jsonl", "--quiet").returncode == 0
+    proc = cli("stats", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["documents"] == 0
+    assert json.loads(proc.stdout)["documents"] == 3
+
+
+@pytest.mark.parametrize("argv", [["retrieve", "tram"], ["stats"], ["delete", "a"], ["merge"], ["graph", "entity", "X"]])
+def test_commands_other_than_ingest_need_a_store(env, capsys, argv):
+    code, _, err = _run(capsys, *argv, "--data-dir", "typo-dir")
+    assert code == 2 and "no chronorag store in typo-dir" in err and len(err.strip().splitlines()) == 1
+    assert not (env / "typo-dir").exists()  # a mistyped --data-dir leaves nothing behind
+
+
+def test_data_dir_that_is_a_file_is_refused(env, capsys):
+    (env / "afile").write_text("keep me")
+    code, _, err = _run(capsys, "ingest", "docs.jsonl", "--quiet", "--data-dir", "afile")
+    assert code == 2 and "is a file, not a directory" in err
+    assert (env / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign", "newer"])
+def test_a_store_file_we_cannot_own_is_refused_untouched(env, capsys, kind):
+    import sqlite3
+
+    data = env / "data"
+    data.mkdir()
+    path = data / "store.sqlite3"
+    if kind == "garbage":
+        path.write_bytes(b"not a database at all" * 100)
+    else:
+        con = sqlite3.connect(path)
+        if kind == "foreign":
+            con.execute("CREATE TABLE invoices (id INTEGER)")
+        else:
+            con.close()
+            _run(capsys, "ingest", "docs.jsonl", "--quiet")
+            con = sqlite3.connect(path)
+            con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        con.commit()
+        con.close()
+    before = path.read_bytes()
+    for argv in (["stats"], ["ingest", "docs.jsonl", "--quiet"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and "is not a chronorag store" in err and len(err.strip().splitlines()) == 1
+    assert path.read_bytes() == before
 
 
 def test_graph_commands_and_graph_flag(env, capsys):
