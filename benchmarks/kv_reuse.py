@@ -6,7 +6,8 @@ Prints ONE JSON line per configuration:
   * ``quality`` - vs full prefill on real contexts (CRUD-RAG Chinese news: gold article pieces plus
                   distractor articles; ECT-QA English transcripts: evidence window plus distractors):
                   top-1 next-token agreement, KL(full || blend) of the first answer token, token-F1 of
-                  the greedy answer vs the full-prefill answer.
+                  the greedy answer vs the full-prefill answer, and every config's (full prefill's too)
+                  token-F1 vs the dataset's gold answer.
   * ``zipf``    - a Zipf-popularity query stream over a chunk pool with a bounded memory tier:
                   hit rate, memory held, throughput, plus full-prefill throughput on the same queries.
 
@@ -43,7 +44,11 @@ SYSTEM = "You are a helpful assistant. Answer from the given documents only, bri
 RATIOS = (0.0, 0.05, 0.15, 0.3)
 
 
+STORE_DTYPE: str | None = None  # set from --store-dtype; echoed in every line
+
+
 def emit(record: dict) -> None:
+    record["store_dtype"] = STORE_DTYPE or "auto"
     record["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(record, ensure_ascii=False), flush=True)
 
@@ -106,8 +111,14 @@ def crud_samples(tok, n: int, n_chunks: int, seed: int = 0) -> list[dict]:
             rec = rng.choice(distractors)
             chunks.append((rec["id"], token_pieces(tok, rec["text"], limit=1)[0]))
         rng.shuffle(chunks)
-        out.append({"source": "crud", "question": item["question"][0], "chunks": chunks})
+        out.append({"source": "crud", "question": item["question"][0], "answer": gold_answer(item), "chunks": chunks})
     return out
+
+
+def gold_answer(item: dict) -> str | None:
+    """The first question's answer, or None where CRUD-RAG has none ('无法推断' = cannot be inferred)."""
+    answers = item.get("answers") or []
+    return answers[0] if answers and answers[0] and answers[0] != "无法推断" else None
 
 
 def ect_samples(tok, n: int, n_chunks: int, seed: int = 0) -> list[dict]:
@@ -136,7 +147,7 @@ def ect_samples(tok, n: int, n_chunks: int, seed: int = 0) -> list[dict]:
             pieces = token_pieces(tok, d["cleaned_content"], limit=6)
             chunks.append((f"{d['stock_code']}-{len(chunks)}", rng.choice(pieces)))
         rng.shuffle(chunks)
-        out.append({"source": "ect", "question": row["question"], "chunks": chunks})
+        out.append({"source": "ect", "question": row["question"], "answer": row.get("answer") or None, "chunks": chunks})
     return out
 
 
@@ -215,31 +226,43 @@ def run_quality(gen: HFGenerator, n_per_source: int, n_chunks: int, max_new: int
         base = GenerationRequest(s["question"], s["chunks"], system_prompt=SYSTEM, max_new_tokens=max_new)
         ref_logits, ref_ids, _, _ = gen.evaluate(replace(base, mode="full"))
         ref_text = tok.decode(ref_ids, skip_special_tokens=True)
+        for src in (s["source"], "all"):
+            if s["answer"]:
+                stats.setdefault((src, "full"), {"f1_gold": []})["f1_gold"].append(token_f1(ref_text, s["answer"]))
         for r in RATIOS:
             logits, ids, rep, _ = gen.evaluate(replace(base, ratio=r))
             text = tok.decode(ids, skip_special_tokens=True)
             for src in (s["source"], "all"):
-                m = stats.setdefault((src, f"blend_r{r:g}"), {"top1": [], "kl": [], "f1": [], "exact": []})
+                m = stats.setdefault((src, f"blend_r{r:g}"), {"top1": [], "kl": [], "f1": [], "exact": [], "f1_gold": []})
                 m["top1"].append(float(int(logits.argmax()) == int(ref_logits.argmax())))
                 m["kl"].append(kl_divergence(ref_logits, logits))
                 m["f1"].append(token_f1(text, ref_text))
                 m["exact"].append(float(ids == ref_ids))
+                if s["answer"]:
+                    m["f1_gold"].append(token_f1(text, s["answer"]))
     for (src, name), m in sorted(stats.items()):
-        emit({"bench": "kv_reuse", "section": "quality", "source": src, "config": name, "samples": len(m["f1"]),
+        gold = {"answer_f1_vs_gold": round(statistics.mean(m["f1_gold"]), 3) if m["f1_gold"] else None,
+                "samples_with_gold": len(m["f1_gold"])}
+        if name == "full":  # the reference itself: only its F1 against the dataset's answers
+            emit({"bench": "kv_reuse", "section": "quality", "source": src, "config": name,
+                  "samples": len(m["f1_gold"]), "chunks": n_chunks, **gold, "max_new_tokens": max_new})
+            continue
+        emit({"bench": "kv_reuse", "section": "quality", "source": src, "config": name, "samples": len(m["f1"]), **gold,
               "chunks": n_chunks, "top1_agreement": round(statistics.mean(m["top1"]), 3),
               "first_token_kl": round(statistics.mean(m["kl"]), 4), "answer_f1_vs_full": round(statistics.mean(m["f1"]), 3),
               "f1_gap_vs_full": round(1.0 - statistics.mean(m["f1"]), 3), "exact_answer_match": round(statistics.mean(m["exact"]), 3),
               "max_new_tokens": max_new})
 
 
-def run_zipf(pool_size: int, queries: int, k: int, memory_chunks: int, full_queries: int, seed: int = 0) -> None:
-    probe = HFGenerator()
+def run_zipf(pool_size: int, queries: int, k: int, memory_chunks: int, full_queries: int, seed: int = 0,
+             store_dtype: str = "auto") -> None:
+    probe = HFGenerator(store_dtype=store_dtype)
     tok = probe.tokenizer
     pool = ect_pool(tok, pool_size, seed=1)
     one = probe.store  # size one chunk's KV to set the memory budget in chunks
     probe.warm(pool[:1], SYSTEM)
     chunk_bytes = one.stats().memory_bytes
-    gen = HFGenerator(memory_bytes=memory_chunks * chunk_bytes, loaded=probe._loaded)
+    gen = HFGenerator(memory_bytes=memory_chunks * chunk_bytes, loaded=probe._loaded, store_dtype=store_dtype)
     rng = random.Random(seed)
     weights = [1.0 / (rank + 1) ** 1.1 for rank in range(pool_size)]
     stream = []
@@ -278,20 +301,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, help="TTFT repeats per configuration")
     ap.add_argument("--samples", type=int, help="quality samples per source (CRUD, ECT)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--store-dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="chunk KV storage dtype")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global STORE_DTYPE
+    STORE_DTYPE = args.store_dtype
     sizes = args.sizes or ([4, 8] if args.quick else [4, 8, 16])
     repeats = args.repeats or 2
     samples = args.samples or (4 if args.quick else 10)
     t0 = time.perf_counter()
-    gen = HFGenerator()
+    gen = HFGenerator(store_dtype=args.store_dtype)
     if args.only in (None, "ttft"):
         run_ttft(gen, sizes, repeats)
     if args.only in (None, "quality"):
         run_quality(gen, samples, n_chunks=6, max_new=24)
     if args.only in (None, "zipf"):
         run_zipf(pool_size=24 if args.quick else 48, queries=16 if args.quick else 40, k=4,
-                 memory_chunks=8 if args.quick else 16, full_queries=3 if args.quick else 6)
+                 memory_chunks=8 if args.quick else 16, full_queries=3 if args.quick else 6,
+                 store_dtype=args.store_dtype)
     emit({"bench": "kv_reuse", "section": "total", "wall_s": round(time.perf_counter() - t0, 1)})
 
 

@@ -49,6 +49,9 @@ class Settings:
     kv_mode: str = "blend"
     kv_ratio: float = 0.15
     kv_memory_mb: int = 1024
+    # dtype chunk KV is kept in (memory and disk tiers): 'auto' = bfloat16 for an fp32 model (half the
+    # bytes, same answers in our measurements), else the model's own; or float32 / bfloat16 / float16.
+    kv_store_dtype: str = "auto"
     kv_disk_mb: int = 4096
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     max_new_tokens: int = 64
@@ -85,6 +88,8 @@ class Settings:
             raise ConfigError(f"kv_mode must be blend, full, prefix or naive, got {self.kv_mode!r}")
         if not 0.0 <= self.kv_ratio <= 1.0:
             raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
+        if self.kv_store_dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise ConfigError(f"kv_store_dtype must be auto, float32, bfloat16 or float16, got {self.kv_store_dtype!r}")
         if self.generator not in {"hf", "vllm", "openai"}:
             raise ConfigError(f"generator must be hf, vllm or openai, got {self.generator!r}")
         from chronorag.retrieval.embedder import available_embedders, is_known_embedder

@@ -121,7 +121,7 @@ class ChronoRAG:
             if s.generator == "hf":
                 opts = dict(model=s.model or None, mode=s.kv_mode, ratio=s.kv_ratio,
                             memory_bytes=s.kv_memory_mb << 20, disk_dir=str(s.data_dir / "kvcache"),
-                            disk_bytes=s.kv_disk_mb << 20)
+                            disk_bytes=s.kv_disk_mb << 20, store_dtype=s.kv_store_dtype)
             elif s.generator == "openai":
                 opts = dict(base_url=s.openai_base_url, model=s.model or "default")
             else:

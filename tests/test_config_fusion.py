@@ -36,6 +36,8 @@ def test_config_errors(tmp_path, monkeypatch):
         load_settings(env={"CHRONORAG_CHUNK_SIZE": "big"})
     with pytest.raises(ConfigError, match="embedder must be one of minilm-int8, minilm-fp32, e5-small, e5-small-int8 or none"):
         load_settings(env={"CHRONORAG_EMBEDDER": "bert-huge"})
+    with pytest.raises(ConfigError, match="kv_store_dtype must be"):
+        load_settings(env={"CHRONORAG_KV_STORE_DTYPE": "int4"})
     assert load_settings(env={"CHRONORAG_EMBEDDER": "E5"}).embedder == "E5"
     assert not load_settings(env={"CHRONORAG_EMBEDDER": "none"}).dense_enabled
 

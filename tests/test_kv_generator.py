@@ -123,3 +123,25 @@ def test_sampling_is_seeded(model):
     gen = _gen(model)
     req = GenerationRequest("q?", CHUNKS, max_new_tokens=6, temperature=1.0, seed=3)
     assert gen.generate(req).token_ids == gen.generate(req).token_ids
+
+
+def test_bfloat16_store_halves_chunk_kv_and_keeps_answers(model, tmp_path):
+    fp32 = _gen(model, store_dtype="float32")
+    bf16 = _gen(model, disk_dir=str(tmp_path))  # 'auto': an fp32 model's chunk KV is kept in bfloat16
+    fp32.warm(CHUNKS)
+    bf16.warm(CHUNKS)
+    assert bf16.store_dtype == torch.bfloat16 and fp32.store_dtype == torch.float32
+    assert bf16.store.stats().memory_bytes * 2 == fp32.store.stats().memory_bytes
+    req = GenerationRequest("Who was CEO?", CHUNKS, max_new_tokens=1)
+    ref, _, _ = fp32.prefill_logits(req)
+    got, report, _ = bf16.prefill_logits(req)
+    assert report.chunk_hits == 3
+    assert torch.allclose(ref, got, atol=0.05) and not torch.equal(ref, got)  # rounded, not ignored
+    # the disk tier keeps bfloat16 too, and a new process reads it back as such
+    fresh = _gen(model, store_dtype="bfloat16", disk_dir=str(tmp_path))
+    half = HFGenerator.from_model(tiny_model(layers=3, seed=7).to(torch.float16), CharTokenizer(), model_id="tiny-7-fp16")
+    assert half.store_dtype == torch.float16  # a 16-bit model's KV stays in its own dtype
+    again, report, _ = fresh.prefill_logits(req)
+    assert report.chunk_hits == 3 and fresh.store.stats().disk_hits == 3 and torch.equal(again, got)
+    with pytest.raises(GenerationError, match="store_dtype"):
+        _gen(model, store_dtype="int4")

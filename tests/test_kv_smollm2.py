@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from chronorag.kvcache.generator import GenerationRequest, load_generator
+from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.prompt import build_prompt
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,14 @@ def test_template_prefix_and_runner_match_transformers(gen):
 
 
 def test_ratio_one_and_single_chunk_match_full_prefill(gen):
+    """Exact in fp32 (the chunk KV kept in fp32); the default bfloat16 storage stays close."""
+    assert gen.store_dtype == torch.bfloat16  # 'auto' for an fp32 model
+    gen32 = HFGenerator(loaded=gen._loaded, store_dtype="float32")
     req = dict(question=QUESTION, system_prompt="You are helpful.")
+    one_full, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS[:1], mode="full", **req))
+    one_bf16, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS[:1], ratio=0.15, **req))
+    assert 0 < (one_bf16 - one_full).abs().max() < 0.1 and int(one_bf16.argmax()) == int(one_full.argmax())
+    gen = gen32
     full, _, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS, mode="full", **req))
     blended, rep, _ = gen.prefill_logits(GenerationRequest(chunks=CHUNKS, ratio=1.0, **req))
     assert rep.recomputed_tokens == rep.chunk_tokens and (blended - full).abs().max() < 1e-3
