@@ -258,6 +258,13 @@ def cmd_answer(args: argparse.Namespace) -> int:
                                          on_token=stream, mode=args.mode, ratio=args.ratio, **kwargs)
         except GenerationError as exc:
             raise UsageError(str(exc)) from None
+    if result is None:
+        reason = "no documents matched the question and filters; nothing to answer from"
+        if args.json:
+            print(json.dumps({"question": args.question, "answer": None, "sources": [], "reason": reason}, ensure_ascii=False))
+        else:
+            print(f"({reason})")
+        return 0
     if args.json:
         print(json.dumps({"question": args.question, "answer": result.text,
                           "sources": [h.to_dict() for h in hits], "timings": result.to_dict()["timings"],

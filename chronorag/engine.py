@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
@@ -309,17 +310,24 @@ class ChronoRAG:
         ratio: float | None = None,
         **retrieve_kwargs,
     ):
-        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits)."""
+        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits).
+
+        With nothing retrieved the result is None and the model is not asked: an answer from no
+        documents would be the model's own guess presented as grounded.
+        """
         from chronorag.kvcache import GenerationRequest, GenerationResult, TokenEvent
 
-        hits = self.retrieve(question, top_k=top_k, **retrieve_kwargs)
-        request = GenerationRequest(
+        request = GenerationRequest(  # checked before retrieval: bad settings fail the same either way
             question=question,
-            chunks=tuple((h.chunk_id, h.text) for h in hits),
+            chunks=(),
             max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
             mode=mode,
             ratio=ratio,
         ).validate()
+        hits = self.retrieve(question, top_k=top_k, **retrieve_kwargs)
+        if not hits:
+            return None, hits
+        request = replace(request, chunks=tuple((h.chunk_id, h.text) for h in hits))
         result = None
         for event in self.generator.stream(request):
             if isinstance(event, TokenEvent) and on_token is not None:

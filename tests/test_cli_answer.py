@@ -58,6 +58,14 @@ def test_answer_json_then_reuses_disk_kv_in_a_new_process(env, capsys):
     assert len(env) == 2
 
 
+def test_nothing_retrieved_means_no_generation(env, capsys):
+    code, out, _ = _run(capsys, "answer", "Who leads Northwind Energy?", "--since", "2030", "--json")
+    assert code == 0 and json.loads(out)["answer"] is None and json.loads(out)["sources"] == []
+    code, out, _ = _run(capsys, "answer", "Who leads Northwind Energy?", "--since", "2030")
+    assert code == 0 and "no documents matched" in out
+    assert env == []  # the model was never loaded
+
+
 def test_human_output_and_modes(env, capsys):
     code, out, _ = _run(capsys, "answer", "Where is Northwind based?", "--top-k", "2", "--mode", "full",
                         "--max-new-tokens", "3")
