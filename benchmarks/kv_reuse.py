@@ -255,14 +255,17 @@ def run_quality(gen: HFGenerator, n_per_source: int, n_chunks: int, max_new: int
 
 
 def run_zipf(pool_size: int, queries: int, k: int, memory_chunks: int, full_queries: int, seed: int = 0,
-             store_dtype: str = "auto") -> None:
+             store_dtype: str = "auto", memory_mb: float | None = None) -> None:
+    """``memory_mb`` fixes the memory tier in bytes instead (to compare storage dtypes at equal memory)."""
     probe = HFGenerator(store_dtype=store_dtype)
     tok = probe.tokenizer
     pool = ect_pool(tok, pool_size, seed=1)
     one = probe.store  # size one chunk's KV to set the memory budget in chunks
     probe.warm(pool[:1], SYSTEM)
     chunk_bytes = one.stats().memory_bytes
-    gen = HFGenerator(memory_bytes=memory_chunks * chunk_bytes, loaded=probe._loaded, store_dtype=store_dtype)
+    budget = int(memory_mb * 2**20) if memory_mb else memory_chunks * chunk_bytes
+    memory_chunks = budget // chunk_bytes
+    gen = HFGenerator(memory_bytes=budget, loaded=probe._loaded, store_dtype=store_dtype)
     rng = random.Random(seed)
     weights = [1.0 / (rank + 1) ** 1.1 for rank in range(pool_size)]
     stream = []
@@ -301,6 +304,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, help="TTFT repeats per configuration")
     ap.add_argument("--samples", type=int, help="quality samples per source (CRUD, ECT)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-mb", type=float, help="Zipf section: memory tier in MiB (default: 16 chunks, 8 with --quick)")
     ap.add_argument("--store-dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="chunk KV storage dtype")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -318,7 +322,7 @@ def main() -> None:
     if args.only in (None, "zipf"):
         run_zipf(pool_size=24 if args.quick else 48, queries=16 if args.quick else 40, k=4,
                  memory_chunks=8 if args.quick else 16, full_queries=3 if args.quick else 6,
-                 store_dtype=args.store_dtype)
+                 store_dtype=args.store_dtype, memory_mb=args.memory_mb)
     emit({"bench": "kv_reuse", "section": "total", "wall_s": round(time.perf_counter() - t0, 1)})
 
 
