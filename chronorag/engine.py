@@ -257,7 +257,7 @@ class ChronoRAG:
             use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
             if "dense" in use and not self._embedder_speaks(question):
                 use = tuple(n for n in use if n != "dense")
-            if "graph" in use and self._graph_parse(question).scope.mode == "any":
+            if "graph" in use and not self.graph.names_a_time(question):
                 # no time in the question: the graph's candidates are mere entity mentions, which
                 # only dilute BM25 (CRUD-RAG: recall@8 0.290 -> 0.275 with them)
                 use = tuple(n for n in use if n != "graph")

@@ -322,8 +322,9 @@ def functional_rows_of(store: Store, keys: Iterable[str]) -> list[FactRow]:
     return out
 
 
-def facts_in_period(store: Store, label: str) -> list[FactRow]:
-    """Facts whose time node is ``label`` or below it in the hierarchy."""
+def facts_in_period(store: Store, label: str, limit: int | None = None) -> list[FactRow]:
+    """Facts whose time node is ``label`` or below it in the hierarchy (the first ``limit`` rows in
+    insertion order when given: a year holds ~10^5 of them)."""
     if len(label) == 4:  # a year: every label starts with it
         where, args = "period LIKE ?", [label + "%"]
     elif "Q" in label:
@@ -333,7 +334,15 @@ def facts_in_period(store: Store, label: str) -> list[FactRow]:
         args = [label] + [m + "%" for m in months]
     else:
         where, args = "period LIKE ?", [label + "%"]
-    rows = store.query(f"SELECT {FACT_COLUMNS} FROM graph_facts WHERE {where}", args)
+    tail = ""
+    if limit is not None:
+        tail, args = " ORDER BY rowid LIMIT ?", [*args, int(limit)]
+    rows = store.query(f"SELECT {FACT_COLUMNS} FROM graph_facts WHERE {where}{tail}", args)
+    return [_fact_row(r) for r in rows]
+
+
+def facts_by_key(source, fact_keys: Iterable[str]) -> list[FactRow]:
+    rows = _in_parts(_runner(source), f"SELECT {FACT_COLUMNS} FROM graph_facts WHERE fact_key IN ({{marks}})", fact_keys)
     return [_fact_row(r) for r in rows]
 
 

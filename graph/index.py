@@ -22,7 +22,7 @@ from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
 from chronorag.graph.period_summaries import resummarise
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
 from chronorag.graph.temporal_graph import TemporalGraph
-from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage
+from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage, parent_of
 from chronorag.graph.timescope import parse_time_scope
 
 _LABEL_OK = re.compile(r"^\d{4}(?:-(?:Q[1-4]|\d{2})(?:-\d{2})?)?$")
@@ -51,6 +51,21 @@ def _read_pending(cur) -> list[str]:
     """Time-node labels whose summaries a catch-up still owes (committed with the rows)."""
     row = cur.execute("SELECT value FROM graph_meta WHERE key = 'pending_summaries'").fetchone()
     return json.loads(row[0]) if row else []
+
+
+# Fact rows a one-shot question about a whole period reads beyond its summaries' top items: the
+# candidates' fill-up (ranked after those items) needs ~100 chunks, not the year's ~10^5 facts
+# (which took 2.3 s per question on a 20,000-document store).
+PERIOD_QUERY_ROWS = 1000
+
+
+def _summary_fact_keys(summaries: dict[str, dict], label: str) -> set[str]:
+    """Facts that the summaries of ``label`` and its direct children rank first."""
+    out = set()
+    for period, row in summaries.items():
+        if period == label or parent_of(period) == label:
+            out.update(it["ref"][5:] for it in row["top_items"] if it["ref"].startswith("fact:"))
+    return out
 
 
 class GraphIndex:
@@ -233,13 +248,20 @@ class GraphIndex:
         are served from partial subgraphs read straight from the tables instead)."""
         return self.graph
 
-    def subgraph(self, keys: Iterable[str] = (), period: str | None = None) -> TemporalGraph:
+    def subgraph(self, keys: Iterable[str] = (), period: str | None = None, period_rows: int | None = None) -> TemporalGraph:
         """A graph holding the facts touching ``keys`` (plus the facts their validity depends on)
-        and/or the facts of a period, read from the tables without loading everything."""
+        and/or the facts of a period, read from the tables without loading everything.
+
+        ``period_rows`` bounds the period's fact rows (retrieval only needs what the period's and its
+        children's summaries rank first, which is always added, plus some to fill up candidates).
+        """
         keys = set(keys)
         facts = fs.facts_touching(self.store, keys) if keys else []
+        summaries = self._cached_summaries()
         if period:
-            facts += fs.facts_in_period(self.store, period)
+            facts += fs.facts_in_period(self.store, period, limit=period_rows)
+            if period_rows is not None:
+                facts += fs.facts_by_key(self.store, _summary_fact_keys(summaries, period))
         anchors = {f.object_key if FUNCTIONAL_RELATIONS[f.relation] == "object" else f.subject_key
                    for f in facts if f.relation in FUNCTIONAL_RELATIONS} - keys
         if anchors:
@@ -254,7 +276,6 @@ class GraphIndex:
                 mentions.append(m)
         g = TemporalGraph()
         g.load(fs.chunks_by_id(self.store, chunk_ids), mentions, facts)
-        summaries = self._cached_summaries()
         if period:
             for label in summaries:
                 if label.startswith(period[:4]):
@@ -286,9 +307,22 @@ class GraphIndex:
             scope = parse_time_scope(question, now)
             if scope.start is not None:
                 period = GraphRetriever(TemporalGraph()).period_label(scope)
-        return GraphRetriever(self.subgraph(keys, period))
+        return GraphRetriever(self.subgraph(keys, period, period_rows=PERIOD_QUERY_ROWS if period else None))
 
     # ------------------------------------------------------------- queries
+    def names_a_time(self, question: str, now: datetime | None = None) -> bool:
+        """Whether the question names a time. Cheap for most questions: the graph is consulted only
+        when an anchor event ('before X became CEO') has to be dated from its facts."""
+        anchors: list[str] = []
+
+        def probe(anchor: str, mode: str) -> None:
+            anchors.append(anchor)
+            return None
+
+        if parse_time_scope(question, now, probe).mode != "any":
+            return True
+        return bool(anchors) and self.parse_question(question, now).scope.mode != "any"
+
     def parse_question(self, question: str, now: datetime | None = None) -> QuestionParse:
         """Time scope (tz-aware TimeScope), entity keys and relation hints of a question."""
         return self._retriever_for(question, now).parse(question, now)

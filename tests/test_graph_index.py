@@ -328,6 +328,47 @@ def test_partial_queries_match_the_full_graph(store, built):
         fresh.period_summary("Aug 2023")
 
 
+def test_period_questions_read_a_bounded_sample_of_the_period(store, monkeypatch):
+    """A one-shot 'what happened in <period>' reads the summaries' top facts by key plus at most
+    PERIOD_QUERY_ROWS others (a year holds ~10^5 facts), and still ranks like the loaded graph."""
+    import chronorag.graph.index as gi
+
+    docs, questions = generate(seed=3, n_docs=150)
+    store.write_documents([DocumentWrite(d, d.doc_id, [ChunkDraft(0, d.text, 0, len(d.text), 9)]) for d in docs])
+    full = GraphIndex(store)
+    catch_up(store, full)
+    full.load()
+    monkeypatch.setattr(gi, "PERIOD_QUERY_ROWS", 1)
+    read = []
+    real = fs.facts_in_period
+    monkeypatch.setattr(fs, "facts_in_period", lambda *a, **kw: read.append(kw) or real(*a, **kw))
+    months = sorted(label for label in full.graph.timeline.nodes if len(label) == 7 and "Q" not in label)
+    asked = [f"What happened in {m[:4]}?" for m in (months[0], months[-1])]
+    asked += [f"What happened in {datetime.strptime(m, '%Y-%m'):%B %Y}?" for m in months[::5]]
+    for q in asked:
+        part, whole = GraphIndex(store).retrieve(q, k=10, now=NOW), full.retrieve(q, k=10, now=NOW)
+        assert part.summaries and part.candidates[:5] == whole.candidates[:5], q
+        assert [s["summary"] for s in part.summaries] == [s["summary"] for s in whole.summaries], q
+    assert len(read) == len(asked) and all(kw.get("limit") == 1 for kw in read)
+
+
+def test_names_a_time_reads_the_graph_only_to_date_an_anchor(store, built, monkeypatch):
+    questions = ["Who leads Northwind Energy?", "Who led Northwind Energy in March 2021?",
+                 "What happened during 2021?", "Who ran Northwind Energy before Tom Berg became CEO?",
+                 "2023年上半年营业收入是多少？", "哪个城市发放了消费券？"]
+    expected = {q: built.parse_question(q, now=NOW).scope.mode != "any" for q in questions}
+    assert expected["Who ran Northwind Energy before Tom Berg became CEO?"] and not expected["Who leads Northwind Energy?"]
+    index = GraphIndex(store)
+    assert {q: index.names_a_time(q, now=NOW) for q in questions} == expected
+
+    def no_subgraph(*a, **kw):
+        raise AssertionError("read the graph for a question without a time")
+
+    monkeypatch.setattr(GraphIndex, "subgraph", no_subgraph)
+    assert not GraphIndex(store).names_a_time("Who leads Northwind Energy?", now=NOW)
+    assert not GraphIndex(store).names_a_time("哪个城市发放了消费券？", now=NOW)
+
+
 def test_one_shot_ingest_never_loads_the_graph(store, built, monkeypatch):
     """Adding a document to a big store must not read the whole graph into memory."""
     def no_load(self):
