@@ -307,7 +307,7 @@ class GraphIndex:
             scope = parse_time_scope(question, now)
             if scope.start is not None:
                 period = GraphRetriever(TemporalGraph()).period_label(scope)
-        return GraphRetriever(self.subgraph(keys, period, period_rows=PERIOD_QUERY_ROWS if period else None))
+        return GraphRetriever(self.subgraph(keys, period, period_rows=PERIOD_QUERY_ROWS))
 
     # ------------------------------------------------------------- queries
     def names_a_time(self, question: str, now: datetime | None = None) -> bool:
