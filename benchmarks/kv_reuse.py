@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import datasets_dir  # noqa: E402
 
-from chronorag.kvcache.generator import GenerationRequest  # noqa: E402
+from chronorag.kvcache.generator import STORE_DTYPES, GenerationRequest  # noqa: E402
 from chronorag.kvcache.hf_backend import HFGenerator  # noqa: E402
 
 SYSTEM = "You are a helpful assistant. Answer from the given documents only, briefly."
@@ -305,7 +305,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, help="quality samples per source (CRUD, ECT)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-mb", type=float, help="Zipf section: memory tier in MiB (default: 16 chunks, 8 with --quick)")
-    ap.add_argument("--store-dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="chunk KV storage dtype")
+    ap.add_argument("--store-dtype", choices=STORE_DTYPES, default="auto", help="chunk KV storage dtype")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     global STORE_DTYPE

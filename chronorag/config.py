@@ -84,12 +84,14 @@ class Settings:
             )
         if self.dense_kind not in {"flat", "hnsw", "ivf"}:
             raise ConfigError(f"dense_kind must be flat, hnsw or ivf, got {self.dense_kind!r}")
-        if self.kv_mode not in {"blend", "full", "prefix", "naive"}:
+        from chronorag.kvcache.generator import MODES, STORE_DTYPES  # light: no torch
+
+        if self.kv_mode not in MODES:
             raise ConfigError(f"kv_mode must be blend, full, prefix or naive, got {self.kv_mode!r}")
         if not 0.0 <= self.kv_ratio <= 1.0:
             raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
-        if self.kv_store_dtype not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ConfigError(f"kv_store_dtype must be auto, float32, bfloat16 or float16, got {self.kv_store_dtype!r}")
+        if self.kv_store_dtype not in STORE_DTYPES:
+            raise ConfigError(f"kv_store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.kv_store_dtype!r}")
         if self.generator not in {"hf", "vllm", "openai"}:
             raise ConfigError(f"generator must be hf, vllm or openai, got {self.generator!r}")
         from chronorag.retrieval.embedder import available_embedders, is_known_embedder

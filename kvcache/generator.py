@@ -15,6 +15,8 @@ from chronorag.kvcache.prompt import ChunkRef
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer from the given documents only, briefly."
 MODES = ("blend", "full", "prefix", "naive")
+# dtypes chunk KV can be kept in; 'auto' = bfloat16 for an fp32 model, else the model's own dtype
+STORE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class GenerationError(RuntimeError):
