@@ -32,8 +32,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, help="data directory (default ./chronorag-data, env CHRONORAG_DATA_DIR)")
-    p.add_argument("--config", type=Path, help="TOML settings file (env CHRONORAG_CONFIG)")
+    """--data-dir and --config, accepted before or after the subcommand (``chronorag --data-dir D
+    stats`` as well as ``chronorag stats --data-dir D``). SUPPRESS keeps a level that was not given
+    the option from overwriting the value another level parsed."""
+    p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                   help="data directory (default ./chronorag-data, env CHRONORAG_DATA_DIR)")
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file (env CHRONORAG_CONFIG)")
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
@@ -49,6 +53,7 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chronorag", description="RAG over document collections that change over time.")
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus")
@@ -85,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("kv", help="chunk KV caches")
+    _add_common(p)
     ksub = p.add_subparsers(dest="kv_command", parser_class=_Parser)
     k = ksub.add_parser("warm", help="precompute KV caches for documents' chunks (all without ids)")
     _add_common(k)
@@ -99,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("graph", help="inspect the temporal knowledge graph")
+    _add_common(p)
     gsub = p.add_subparsers(dest="graph_command", parser_class=_Parser)
     g = gsub.add_parser("entity", help="timeline of an entity's facts")
     _add_common(g)
@@ -111,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="merge BM25 delta segments into the main segment now")
     _add_common(p)
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -129,7 +137,7 @@ def parse_bound(value: str | None, end: bool = False) -> datetime | None:
 
 
 def _settings(args: argparse.Namespace, **extra):
-    return load_settings(config_file=args.config, data_dir=args.data_dir, **extra)
+    return load_settings(config_file=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **extra)
 
 
 def _open_engine(settings, create: bool = False):
@@ -385,8 +393,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     with _open_engine(_settings(args)) as engine:
+        before = engine.bm25.stats()["segments"]
         engine.merge()
-        print("merged: " + json.dumps(engine.bm25.stats()))
+        stats = engine.bm25.stats()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(f"merged {before} BM25 segment(s) into {stats['segments']}: "
+              f"{stats['live_docs']} live document(s), vocabulary {stats['vocab']}")
     return 0
 
 

@@ -148,3 +148,32 @@ def test_graph_commands_and_graph_flag(env, capsys):
     assert all("graph" not in r["scores"] for r in json.loads(out)["results"])
     code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--retriever", "graph", "--json")
     assert code == 0 and {r["doc_id"] for r in json.loads(out)["results"]} <= {"a", "b"}
+
+
+def test_data_dir_before_or_after_the_subcommand(env, capsys, monkeypatch):
+    monkeypatch.delenv("CHRONORAG_DATA_DIR")
+    store = str(env / "elsewhere")
+    assert _run(capsys, "--data-dir", store, "ingest", "docs.jsonl", "--quiet")[0] == 0
+    code, out, _ = _run(capsys, "--data-dir", store, "stats", "--json")
+    assert code == 0 and json.loads(out)["documents"] == 3
+    # the subcommand's own option wins over the global one
+    code, out, _ = _run(capsys, "--data-dir", str(env / "missing"), "stats", "--data-dir", store, "--json")
+    assert code == 0 and json.loads(out)["documents"] == 3
+    code, _, err = _run(capsys, "--data-dir", str(env / "missing"), "stats")
+    assert code == 2 and "no chronorag store in" in err and "missing" in err
+    assert not (env / "missing").exists()
+    # a group command given only options still says what it needs
+    code, _, err = _run(capsys, "graph", "--data-dir", store)
+    assert code == 2 and "graph needs a subcommand" in err
+    code, _, err = _run(capsys, "kv", "--data-dir", store)
+    assert code == 2 and "kv needs a subcommand" in err
+
+
+def test_merge_reports_readably_or_as_json(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    _run(capsys, "delete", "c")
+    code, out, _ = _run(capsys, "merge")
+    assert code == 0 and out.startswith("merged ") and "2 live document(s)" in out
+    code, out, _ = _run(capsys, "merge", "--json")
+    stats = json.loads(out)
+    assert code == 0 and stats["segments"] == 1 and stats["live_docs"] == 2 and stats["deleted"] == 0
