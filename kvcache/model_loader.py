@@ -101,16 +101,25 @@ def _cache_dir_for(cache: Path, identity: str) -> Path:
 
 
 def _load_converted(path: Path) -> tuple[Any, Any] | None:
-    """A model saved by :func:`_save_converted` (a complete directory, or nothing)."""
+    """A model saved by :func:`_save_converted` (a complete directory, or nothing).
+
+    Loading it takes well under a second, so transformers' per-tensor progress bar (printed on
+    every ``chronorag answer``) is switched off for it, and restored afterwards."""
     if not (path / "COMPLETE").is_file():
         return None
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return AutoTokenizer.from_pretrained(str(path)), AutoModelForCausalLM.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable converted model in %s: %s", path, exc)
         return None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _save_converted(path: Path, model: Any, tokenizer: Any) -> None:

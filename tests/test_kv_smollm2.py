@@ -71,14 +71,20 @@ def test_blend_generation_end_to_end(gen):
     assert again.text.strip() and again.timings.decode_tokens_per_s > 0
 
 
-def test_converted_model_cache_matches_the_gguf(gen):
-    """The safetensors copy made on first load gives the same tokens and logits, and only a
-    complete copy is ever used."""
+def test_converted_model_cache_matches_the_gguf(gen, capfd):
+    """The safetensors copy made on first load gives the same tokens and logits, loads without a
+    progress bar (leaving transformers' own setting as it was), and only a complete copy is used."""
+    from transformers.utils import logging as hf_logging
+
     from chronorag.kvcache import model_loader as ml
 
     path = ml._cache_dir_for(ml.default_model_cache(), gen._loaded.model_id)
     assert (path / "COMPLETE").is_file()
+    assert hf_logging.is_progress_bar_enabled()
+    capfd.readouterr()
     tok, lm = ml._load_converted(path)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
     assert ml.tokenizer_identity(tok) == gen._loaded.tokenizer_id
     ids = tok(QUESTION)["input_ids"]
     assert ids == gen.tokenizer(QUESTION)["input_ids"]
