@@ -105,7 +105,11 @@ def _split_in_worker(items: list[tuple[str | None, str]]) -> list[list[ChunkDraf
 
 
 class _ChunkRunner:
-    """Chunks a batch in-process or across a fork pool (chunking dominates ingest CPU time)."""
+    """Chunks a batch in-process or across a fork pool (chunking dominates ingest CPU time).
+
+    Started on the first batch that has something to chunk: importing llama-index costs ~2 s, which
+    a re-ingest of unchanged documents (a no-op) should not pay, and neither should it fork workers.
+    """
 
     def __init__(self, chunk_size: int, chunk_overlap: int, workers: int) -> None:
         self.chunk_size = chunk_size
@@ -115,6 +119,17 @@ class _ChunkRunner:
         self._local = None
 
     def __enter__(self) -> "_ChunkRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None or self._local is not None
+
+    def _start(self) -> None:
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
@@ -126,14 +141,11 @@ class _ChunkRunner:
             from chronorag.ingest.chunker import Chunker
 
             self._local = Chunker(chunk_size=self.chunk_size, chunk_overlap=self.chunk_overlap)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
 
     def split(self, items: list[tuple[str | None, str]]) -> list[list[ChunkDraft]]:
         """Chunk (title, text) pairs."""
+        if not self.started:
+            self._start()
         if self._pool is None:
             return [_split_with_header(self._local, title, text) for title, text in items]
         step = max(1, len(items) // (self.workers * 4))

@@ -182,3 +182,30 @@ def test_bad_settings_raise():
         Chunker(chunk_size=8)
     with pytest.raises(ValueError, match="chunk_overlap"):
         Chunker(chunk_size=64, chunk_overlap=64)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ingest_starts_the_chunker_only_when_something_needs_chunking(tmp_path, monkeypatch, workers):
+    """A re-ingest of unchanged documents neither imports llama-index nor forks chunking workers."""
+    from datetime import datetime, timezone
+
+    from chronorag.ingest import pipeline
+    from chronorag.store import Store
+    from chronorag.types import Document
+
+    store = Store(tmp_path / "store.sqlite3")
+    docs = [Document(f"d{i}", f"Report {i}. The harbor budget was discussed.", datetime(2024, 1, 1 + i, tzinfo=timezone.utc))
+            for i in range(3)]
+    first = pipeline.ingest_documents(store, docs, chunk_size=64, chunk_overlap=8, workers=workers)
+    assert first.new == 3
+
+    def refuse(self):
+        raise AssertionError("chunker started for unchanged documents")
+
+    monkeypatch.setattr(pipeline._ChunkRunner, "_start", refuse)
+    again = pipeline.ingest_documents(store, docs, chunk_size=64, chunk_overlap=8, workers=workers)
+    assert again.unchanged == 3 and again.new == 0
+    changed = [Document("d0", "Report 0 was revised.", docs[0].published_at)]
+    with pytest.raises(AssertionError, match="chunker started"):
+        pipeline.ingest_documents(store, changed, chunk_size=64, chunk_overlap=8, workers=workers)
+    store.close()
