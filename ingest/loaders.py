@@ -265,6 +265,18 @@ def _iter_jsonl(path: Path, tz: tzinfo) -> Iterator[Record]:
         yield ids.duplicate(doc_id, lineno) or doc
 
 
+# Fields of chronorag's own JSONL that raw CRUD-RAG lines never carry: a file with them was given
+# the wrong --format, and reading it as CRUD would drop its dates (replacing stored documents).
+_JSONL_ONLY_FIELDS = ("published_at", "title", "metadata", "source")
+
+
+def _refuse_jsonl_fields(obj: dict[str, Any]) -> None:
+    extra = [f for f in _JSONL_ONLY_FIELDS if f in obj]
+    if extra:
+        raise _BadRecord(f"field(s) {', '.join(extra)} are not part of the CRUD-RAG raw format (id, text): "
+                         "this looks like chronorag JSONL; use --format jsonl")
+
+
 def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
     source = str(path)
     ids = _FirstWins(source)
@@ -276,6 +288,7 @@ def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
         doc_id = None
         try:
             doc_id = _doc_id(obj)
+            _refuse_jsonl_fields(obj)
             published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates)
             if not body:
                 raise _BadRecord("empty body after the '正文：' header")

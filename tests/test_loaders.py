@@ -171,6 +171,20 @@ def test_load_crud(tmp_path):
     assert "empty body" in errors[0].message
 
 
+def test_crud_format_refuses_chronorag_jsonl_records(tmp_path):
+    """Our own JSONL read with --format crud would lose its dates (and replace the stored, dated
+    documents with undated ones): such records are refused, each with its line, and nothing lands."""
+    path = _write_lines(tmp_path / "mine.jsonl", [
+        {"id": "a", "text": "Northwind named a new chief executive.", "published_at": "2021-03-01"},
+        {"id": "b", "text": "2023-07-27，正文：正文内容。", "title": "T"},
+        {"id": "c", "text": "2023-07-27，正文：真正的原始行。"},
+    ])
+    docs, errors = _split(load(path, "crud"))
+    assert [d.doc_id for d in docs] == ["c"]
+    assert [(e.line, e.doc_id) for e in errors] == [(1, "a"), (2, "b")]
+    assert "published_at" in errors[0].message and "--format jsonl" in errors[0].message
+    assert "title" in errors[1].message
+
 def test_load_dispatch_and_guessing(tmp_path):
     crud = _write_lines(tmp_path / "corpus.jsonl", [{"id": "x:1", "text": "2023-07-27，正文：正文内容。"}])
     plain = _write_lines(tmp_path / "plain.jsonl",
