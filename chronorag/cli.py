@@ -354,14 +354,37 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, ensure_ascii=False))
         return 0
     print(f"data dir     {stats['data_dir']}")
-    print(f"documents    {stats['documents']} ({stats['undated_documents']} undated)")
-    print(f"chunks       {stats['chunks']} ({stats['tokens']} tokens, {stats['embeddings']} embeddings)")
+    print(f"documents    {stats['documents']:,} ({stats['undated_documents']:,} undated)")
+    print(f"chunks       {stats['chunks']:,} ({stats['tokens']:,} tokens, {stats['embeddings']:,} embeddings)")
     print(f"published    {stats['published_from'] or '-'} .. {stats['published_to'] or '-'}")
     for name, info in stats["indexes"].items():
-        details = ", ".join(f"{k}={v}" for k, v in info.items())
-        print(f"index {name:<6} {details}")
+        print(f"index {name:<6} {_index_summary(name, info)}")
     print(f"disk         {stats['disk_bytes'] / 1e6:.1f} MB")
     return 0
+
+
+def _index_summary(name: str, info: dict) -> str:
+    """One readable line per index (``--json`` has every field); unknown indexes as key=value."""
+    try:
+        if name == "bm25":
+            sizes = " + ".join(f"{n:,}" for n in info["segment_docs"]) or "0"
+            line = (f"{info['live_docs']:,} live chunks in {info['segments']} segment(s) ({sizes}), vocabulary "
+                    f"{info['vocab']:,}; {info['deleted']:,} deleted, {info['pending']:,} pending")
+            if info.get("merging"):
+                line += "; merging"
+            if info.get("last_merge_error"):
+                line += f"; last merge failed: {info['last_merge_error']}"
+        elif name == "dense":
+            line = (f"{info['vectors']:,} vectors, {info['kind']}, {info['embedder']} ({info['dim']}-dim), "
+                    f"{info['file_bytes'] / 1e6:.1f} MB")
+        elif name == "graph":
+            line = (f"{info['entities']:,} entities, {info['facts']:,} facts, {info['time_nodes']:,} time nodes "
+                    f"from {info['chunks_extracted']:,} chunks ({info['extractor']})")
+        else:
+            return ", ".join(f"{k}={v}" for k, v in info.items())
+    except (KeyError, TypeError):
+        return ", ".join(f"{k}={v}" for k, v in info.items())
+    return f"{line}; at change {info['applied_seq']:,}" if "applied_seq" in info else line
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

@@ -177,3 +177,14 @@ def test_merge_reports_readably_or_as_json(env, capsys):
     code, out, _ = _run(capsys, "merge", "--json")
     stats = json.loads(out)
     assert code == 0 and stats["segments"] == 1 and stats["live_docs"] == 2 and stats["deleted"] == 0
+
+
+def test_stats_reads_as_sentences(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    _run(capsys, "delete", "c")
+    code, out, _ = _run(capsys, "stats")
+    lines = {line.split()[1] if line.startswith("index ") else line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and lines["documents"].split()[1] == "2"
+    assert "2 live chunks in 1 segment(s)" in lines["bm25"] and "0 pending" in lines["bm25"]
+    assert "entities" in lines["graph"] and "from 2 chunks" in lines["graph"]
+    assert "=" not in lines["bm25"] + lines["graph"]  # no raw key=value dumps
