@@ -16,6 +16,7 @@ from chronorag.graph.timeexpr import TimeSpan, find_dates
 from chronorag.types import SearchFilters
 
 MODES = ("in", "as_of", "before", "after", "latest", "any")
+REPORTING_LAG_MAX = timedelta(days=92)  # about a quarter: earnings calls, annual-report lead times
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,14 @@ class TimeScope:
 
     def publication_filter(self) -> SearchFilters | None:
         """A safe publication-date filter: evidence for a state may be published long before the
-        asked time, so only period questions bound both sides and state questions bound the end."""
+        asked time, so only period questions bound both sides and state questions bound the end.
+
+        Reports about a period come out after it ends (a quarter's earnings call weeks into the next
+        quarter, a month's statistics early the next month), so a period question's window runs on
+        past its end by the period's own length, at most :data:`REPORTING_LAG_MAX`."""
         if self.mode == "in" and self.start and self.end:
-            return SearchFilters(since=self.start, until=self.end)
+            lag = min(self.end - self.start, REPORTING_LAG_MAX)
+            return SearchFilters(since=self.start, until=self.end + lag)
         if self.mode in ("as_of", "before") and self.end is not None:
             return SearchFilters(until=self.end)
         if self.mode == "after" and self.start is not None:

@@ -124,7 +124,13 @@ def test_scope_before_after_with_dates_and_anchors():
 def test_publication_filter_only_bounds_what_is_safe():
     s = parse_time_scope("Who led Acme in March 2021?", NOW)
     f = s.publication_filter()
-    assert f.since == s.start and f.until == s.end
+    # a period's reports come out after it: the window runs on by the period's length (capped)
+    assert f.since == s.start and f.until == s.end + (s.end - s.start)
+    q4 = parse_time_scope("What did Acme report for the fourth quarter of 2024?", NOW).publication_filter()
+    assert q4.since == datetime(2024, 10, 1, tzinfo=timezone.utc)
+    assert datetime(2025, 2, 5, tzinfo=timezone.utc) <= q4.until < datetime(2025, 4, 3, tzinfo=timezone.utc)
+    year = parse_time_scope("What happened to Acme in 2021?", NOW)
+    assert year.publication_filter().until == year.end + timedelta(days=92)
     s = parse_time_scope("As of June 2022, where was Acme based?", NOW)
     assert s.publication_filter().since is None and s.publication_filter().until == s.end
     assert parse_time_scope("Who is the CEO now?", NOW).publication_filter() is None

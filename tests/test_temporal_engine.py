@@ -55,3 +55,25 @@ def test_title_header_on_chunks(tmp_path):
     assert chunk.text.endswith(body[chunk.char_start:chunk.char_end])
     assert rag.retrieve("Crocs margin", top_k=1, retrievers=["bm25"])[0].doc_id == "x"
     rag.close()
+
+
+def test_period_question_finds_reports_published_after_the_period(tmp_path):
+    """An earnings call about the fourth quarter happens in January: the graph's candidates for a
+    question about that quarter include it, and not a mention published long after."""
+    from datetime import datetime, timezone
+
+    from chronorag.types import Document
+
+    def day(y, m, d):
+        return datetime(y, m, d, tzinfo=timezone.utc)
+
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path), embedder=HashingEmbedder())
+    rag.insert([
+        Document("q3-call", "Acme Robotics held its quarterly call. Acme Robotics said orders were steady.", day(2024, 10, 24)),
+        Document("q4-call", "Acme Robotics held its quarterly call. Acme Robotics said orders were strong.", day(2025, 1, 30)),
+        Document("later", "Acme Robotics opened a new office in Lyon.", day(2025, 9, 1)),
+    ])
+    hits = rag.retrieve("How did Acme Robotics do in the fourth quarter of 2024?", top_k=8, retrievers=["graph"])
+    docs = {h.doc_id for h in hits}
+    assert "q4-call" in docs and "later" not in docs
+    rag.close()
