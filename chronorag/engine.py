@@ -286,8 +286,9 @@ class ChronoRAG:
             return None
         parsed = self._graph_parse(question)
         # Only when the question asks for a relation the graph tracks over time (who led, where
-        # based, revenue...) at some time; for other questions its candidates are mere mentions.
-        if parsed.scope.mode == "any" or not parsed.relations:
+        # based, revenue...) of an entity it knows, at some time; for other questions its
+        # candidates are mere mentions, or (no known entity) the period's headline chunks.
+        if parsed.scope.mode == "any" or not parsed.relations or not parsed.entities:
             return None
         return {"graph": self.settings.graph_time_weight}
 

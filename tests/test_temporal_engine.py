@@ -77,3 +77,28 @@ def test_period_question_finds_reports_published_after_the_period(tmp_path):
     docs = {h.doc_id for h in hits}
     assert "q4-call" in docs and "later" not in docs
     rag.close()
+
+
+def test_graph_gets_no_extra_weight_without_a_known_entity(tmp_path):
+    """A time + relation question ("what revenue ... in 2021") whose subject the graph does not know
+    gets the period's headline chunks from the graph: they are fused at plain weight, not boosted
+    like time-valid facts of a known entity (on CRUD-RAG the boost pushed BM25's best match out)."""
+    from chronorag.ingest.loaders import load_jsonl
+    from chronorag.types import Document
+
+    samples = Path(__file__).resolve().parents[1] / "chronorag" / "samples" / "sample_news.jsonl"
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path), embedder=HashingEmbedder())
+    docs = [d for d in load_jsonl(samples) if isinstance(d, Document)]
+    from datetime import datetime, timezone
+
+    docs.append(Document("coffee", "the small coffee chain on the quay took in revenue of 3 million in the spring.",
+                         datetime(2021, 6, 2, tzinfo=timezone.utc)))
+    rag.insert(docs)
+    question = "What revenue did the coffee chain on the quay take in during 2021?"
+    parsed = rag.graph.parse_question(question)
+    assert parsed.relations == ["revenue"] and parsed.scope.mode == "in" and not parsed.entities
+    assert rag._fusion_weights(question, ("bm25", "graph")) is None
+    assert rag.graph.retrieve(question).candidates  # the graph does answer, from the period
+    known = "What revenue did Northwind Energy report in 2021?"
+    assert rag._fusion_weights(known, ("bm25", "graph")) == {"graph": rag.settings.graph_time_weight}
+    rag.close()
