@@ -327,6 +327,12 @@ class GraphIndex:
         """Time scope (tz-aware TimeScope), entity keys and relation hints of a question."""
         return self._retriever_for(question, now).parse(question, now)
 
+    def has_relation_evidence(self, question: str, now: datetime | None = None) -> bool:
+        """Whether a fact of the asked relation about one of the question's entities holds in its time
+        scope (what justifies trusting the graph over text search for this question)."""
+        retriever = self._retriever_for(question, now)
+        return retriever.has_relation_evidence(retriever.parse(question, now))
+
     def retrieve(self, question: str, k: int = 100, now: datetime | None = None) -> GraphResult:
         """Ranked (chunk_id, score) candidates from the temporal subgraph, plus facts and summaries."""
         return self._retriever_for(question, now).retrieve(question, k, now)

@@ -228,6 +228,14 @@ class GraphRetriever:
         facts = [dict(f.to_dict(names), score=round(s, 4)) for f, s in scored[:20]]
         return GraphResult(parsed.scope, parsed.entities, ranked, facts, [])
 
+    def has_relation_evidence(self, parsed: QuestionParse) -> bool:
+        """Some fact valid in the question's scope has an asked relation (or its 'former' form)."""
+        if not parsed.relations:
+            return False
+        asked = set(parsed.relations)
+        return any(f.relation in asked or f.relation.removeprefix("former ") in asked
+                   for f, _ in self._score_facts(parsed))
+
     def _score_facts(self, parsed: QuestionParse) -> list[tuple[Fact, float]]:
         g = self.graph
         cand: dict[str, Fact] = {}
