@@ -73,7 +73,7 @@ class HybridRetriever:
                     top = max(own_scores[name].values())
                     if top > 0:
                         scales[name] = {i: max(0.0, s / top) for i, s in own_scores[name].items()}
-            fused = rrf_fuse(rankings, k=self.config.rrf_k, weights=weights, scales=scales)
+            fused = rrf_fuse(rankings, k=self.config.rrf_k, weights=weights, scales=scales, scores=own_scores)
         fused = fused[:top_k]
         chunks = self.store.get_chunks([cid for cid, _ in fused])
         hits: list[SearchHit] = []

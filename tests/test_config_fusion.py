@@ -65,3 +65,50 @@ def test_rrf_scales_weaken_low_scored_candidates():
     assert scaled[1] == pytest.approx(1 / 61 + 1 / 62)
     assert scaled[2] == pytest.approx(0.25 / 62 + 1 / 61)
     assert scaled[1] > scaled[2]
+
+
+def test_rrf_equal_own_scores_share_their_mean_rank():
+    """A retriever that scores candidates alike (graph mentions) gives none of them a better rank
+    for where it happened to list them; untied scores keep plain ranks."""
+    rankings = {"bm25": [5, 6, 7], "graph": [9, 8, 7, 4]}
+    own = {"graph": {9: 0.15, 8: 0.15, 7: 0.15, 4: 0.1}, "bm25": {5: 9.0, 6: 8.0, 7: 7.0}}
+    plain = dict(rrf_fuse(rankings, k=60))
+    assert plain[9] > plain[8]  # list order alone decided
+    shared = rrf_fuse(rankings, k=60, scores=own)
+    fused = dict(shared)
+    assert fused[9] == pytest.approx(1 / 62) and fused[8] == pytest.approx(1 / 62)
+    assert fused[7] == pytest.approx(1 / 63 + 1 / 62)
+    assert fused[4] == pytest.approx(1 / 64)
+    assert fused[5] == pytest.approx(1 / 61) and fused[6] == pytest.approx(1 / 62)
+    assert [d for d, _ in shared][:2] == [7, 5]
+    # the fused-score tie between 9, 8 and 6 is broken by best single position, then id
+    assert [d for d, _ in shared][2:5] == [9, 6, 8]
+
+
+def test_hybrid_search_passes_each_retrievers_scores_for_shared_ranks(tmp_path):
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from chronorag.retrieval.hybrid import HybridRetriever
+    from chronorag.store import DocumentWrite, Store
+    from chronorag.types import ChunkDraft, Document
+
+    store = Store(tmp_path / "s.sqlite3")
+    drafts = [ChunkDraft(i, f"chunk {i}", 0, 7, 2) for i in range(4)]
+    store.write_documents([DocumentWrite(Document("d", "x", datetime(2024, 1, 1, tzinfo=timezone.utc)), "h", drafts)])
+    ids = sorted(store.live_chunk_ids().tolist())
+
+    class Fixed:
+        def __init__(self, order, scores):
+            self.order, self.scores = order, scores
+
+        def search(self, query, k, allowed=None):
+            return np.array(self.order[:k]), np.array(self.scores[:k], dtype=np.float32)
+
+    searchers = {"a": Fixed([ids[3], ids[2]], [2.0, 1.0]), "g": Fixed([ids[0], ids[1], ids[2]], [0.5, 0.5, 0.5])}
+    hits = HybridRetriever(store, searchers).search("q", top_k=4)
+    by_id = {h.chunk_id: h.score for h in hits}
+    assert by_id[ids[0]] == pytest.approx(by_id[ids[1]]) == pytest.approx(1 / 62)
+    assert hits[0].chunk_id == ids[2]  # 1/62 + 1/62 beats 1/61
+    store.close()
