@@ -287,8 +287,8 @@ class ChronoRAG:
         parsed = self._graph_parse(question)
         # Only when the question asks for a relation the graph tracks over time (who led, where
         # based, revenue...) of an entity it knows, at some time, and the graph holds such a fact
-        # for that time; otherwise its candidates are mere mentions (all scored alike, so ranked
-        # by chunk id) or, with no known entity, the period's headline chunks.
+        # for that time; otherwise its candidates are mere mentions (all scored alike) or, with
+        # no known entity, the period's headline chunks.
         if parsed.scope.mode == "any" or not parsed.relations or not parsed.entities:
             return None
         if not self.graph.has_relation_evidence(question):

@@ -44,14 +44,16 @@ def rrf_fuse(
 
 
 def _shared_ranks(ids: Sequence[int], own: Mapping[int, float] | None) -> list[float]:
-    """1, 2, 3, ... with each run of equal own scores replaced by the run's mean rank."""
+    """1, 2, 3, ... with each run of equal own scores replaced by the run's mean rank (an id
+    without a score ties with nothing)."""
     if own is None:
         return [float(r) for r in range(1, len(ids) + 1)]
     out: list[float] = []
     start = 0
     while start < len(ids):
         end = start + 1
-        while end < len(ids) and own.get(ids[end]) == own.get(ids[start]):
+        score = own.get(ids[start])
+        while end < len(ids) and score is not None and own.get(ids[end]) == score:
             end += 1
         out.extend([(start + 1 + end) / 2] * (end - start))
         start = end

@@ -112,3 +112,8 @@ def test_hybrid_search_passes_each_retrievers_scores_for_shared_ranks(tmp_path):
     assert by_id[ids[0]] == pytest.approx(by_id[ids[1]]) == pytest.approx(1 / 62)
     assert hits[0].chunk_id == ids[2]  # 1/62 + 1/62 beats 1/61
     store.close()
+
+
+def test_rrf_ids_without_a_score_tie_with_nothing():
+    fused = dict(rrf_fuse({"g": [1, 2, 3]}, k=60, scores={"g": {3: 0.5}}))
+    assert fused == {1: pytest.approx(1 / 61), 2: pytest.approx(1 / 62), 3: pytest.approx(1 / 63)}
