@@ -35,7 +35,8 @@ class Settings:
     graph: str = "rule"
     # 'llm' graph only: generator calls per document (extraction cost is bounded per document).
     graph_llm_calls_per_doc: int = 4
-    # RRF weight of the graph for questions with a time scope: it is the only time-aware retriever.
+    # RRF weight of the graph for questions asking a tracked relation (who led, revenue...) of an
+    # entity it knows at some time, when it holds such a fact then: it is the only time-aware retriever.
     graph_time_weight: float = 3.0
     rrf_k: int = 60
     # Candidates each retriever contributes to fusion.
