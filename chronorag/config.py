@@ -88,7 +88,7 @@ class Settings:
         from chronorag.kvcache.generator import MODES, STORE_DTYPES  # light: no torch
 
         if self.kv_mode not in MODES:
-            raise ConfigError(f"kv_mode must be blend, full, prefix or naive, got {self.kv_mode!r}")
+            raise ConfigError(f"kv_mode must be one of {', '.join(MODES)}, got {self.kv_mode!r}")
         if not 0.0 <= self.kv_ratio <= 1.0:
             raise ConfigError(f"kv_ratio must be in [0, 1], got {self.kv_ratio}")
         if self.kv_store_dtype not in STORE_DTYPES:
