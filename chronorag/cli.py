@@ -1,7 +1,8 @@
 """Command line: ``chronorag ingest | delete | retrieve | answer | kv | graph | stats | merge``.
 
 Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
-and one line on stderr; per-document ingest errors are reported and skipped.
+and one line on stderr; per-document ingest errors are reported and skipped, and such an ingest
+exits with code 3 once the rest has landed, so a script notices records it lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from chronorag.config import ConfigError, load_settings
 from chronorag.store import StoreError
 
 EXIT_USAGE = 2
+EXIT_PARTIAL = 3  # ingest finished, but some records were skipped (each one reported)
 MAX_ERRORS_SHOWN = 20
 
 
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus")
+    p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
+                       epilog="Bad records are reported and skipped while the rest lands; "
+                              "the exit code is then 3 (0 when every record landed).")
     _add_common(p)
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
@@ -186,7 +190,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if len(report.errors) > MAX_ERRORS_SHOWN:
             print(f"... and {len(report.errors) - MAX_ERRORS_SHOWN} more errors", file=sys.stderr)
         print(report.summary_line())
-    return 0
+    return EXIT_PARTIAL if report.failed else 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
