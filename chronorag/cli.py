@@ -154,6 +154,15 @@ def _open_engine(settings, create: bool = False):
     return ChronoRAG(settings)
 
 
+def _looks_like_crud(path: Path) -> bool:
+    from chronorag.ingest.loaders import guess_format
+
+    try:
+        return guess_format(path) == "crud"
+    except ValueError:  # a name guess_format cannot read; the loader decides
+        return False
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from itertools import islice
 
@@ -168,6 +177,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args, workers=args.workers, embedder="none" if args.no_dense else None)
     try:
         fmt = args.format or guess_format(args.path)
+        if args.format == "jsonl" and _looks_like_crud(args.path):
+            print(f"chronorag: warning: {args.path} looks like raw CRUD-RAG lines; as JSONL their date "
+                  "headers stay in the text and they get no dates (use --format crud)", file=sys.stderr)
         # CRUD-RAG is Chinese news: its naive times are Beijing time unless configured otherwise.
         default_tz = "Asia/Shanghai" if fmt == "crud" and settings.default_tz == "UTC" else settings.default_tz
         records = load(args.path, fmt, default_tz=default_tz)

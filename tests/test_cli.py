@@ -188,3 +188,15 @@ def test_stats_reads_as_sentences(env, capsys):
     assert "2 live chunks in 1 segment(s)" in lines["bm25"] and "0 pending" in lines["bm25"]
     assert "entities" in lines["graph"] and "from 2 chunks" in lines["graph"]
     assert "=" not in lines["bm25"] + lines["graph"]  # no raw key=value dumps
+
+
+def test_raw_crud_lines_as_jsonl_warn(env, capsys):
+    raw = {"id": "n1", "text": "2023-08-01 10:00:00 来源：新华社 正文：北方能源公司发布了半年报。"}
+    (env / "raw.jsonl").write_text(json.dumps(raw, ensure_ascii=False) + "\n")
+    code, _, err = _run(capsys, "ingest", "raw.jsonl", "--format", "jsonl", "--quiet")
+    assert code == 0 and "looks like raw CRUD-RAG lines" in err and "--format crud" in err
+    (env / "notes.txt").write_text(json.dumps({"id": "t", "text": "plain"}) + "\n")
+    code, _, err = _run(capsys, "ingest", "notes.txt", "--format", "jsonl", "--quiet")
+    assert code == 0 and "warning" not in err  # any file name is fine with an explicit format
+    code, _, err = _run(capsys, "ingest", "docs.jsonl", "--format", "jsonl", "--quiet")
+    assert "warning" not in err
