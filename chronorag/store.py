@@ -179,7 +179,10 @@ class Store:
         """Insert or replace documents with their chunks in ONE transaction.
 
         Returns ``{doc_id: 'new' | 'changed' | 'unchanged'}``. A document whose stored hash equals
-        ``content_hash`` is left untouched, so re-running an ingestion never duplicates work.
+        ``content_hash`` is left untouched, so re-running an ingestion never duplicates work. A
+        changed document's new chunks keep the stored embeddings of its old chunks with the same
+        text (vectors depend on the text alone), so a corrected date, a moved source file or an appended
+        paragraph re-embeds only what is new.
         """
         outcome: dict[str, str] = {}
         with self._lock:
@@ -194,7 +197,9 @@ class Store:
                     if row is not None and row[0] == w.content_hash:
                         outcome[doc.doc_id] = "unchanged"
                         continue
+                    carried: dict[str, list[tuple[str, bytes]]] = {}
                     if row is not None:
+                        carried = self._vectors_by_text(cur, doc.doc_id)
                         self._delete_doc_rows(cur, doc.doc_id)
                     cur.execute(
                         "INSERT INTO documents(doc_id, source, title, published_at, published_ts,"
@@ -218,9 +223,14 @@ class Store:
                             (doc.doc_id, c.ord, c.text, c.char_start, c.char_end, c.n_tokens, ts,
                              doc.source),
                         )
+                        chunk_id = cur.lastrowid
+                        cur.executemany(
+                            "INSERT OR IGNORE INTO embeddings(chunk_id, model, vec) VALUES (?, ?, ?)",
+                            [(chunk_id, model, vec) for model, vec in carried.get(c.text, ())],
+                        )
                         cur.execute(
                             "INSERT INTO changes(op, chunk_id, doc_id) VALUES ('add', ?, ?)",
-                            (cur.lastrowid, doc.doc_id),
+                            (chunk_id, doc.doc_id),
                         )
                     outcome[doc.doc_id] = "changed" if row is not None else "new"
                 cur.execute("COMMIT")
@@ -245,6 +255,18 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
         return deleted
+
+    @staticmethod
+    def _vectors_by_text(cur: sqlite3.Cursor, doc_id: str) -> dict[str, list[tuple[str, bytes]]]:
+        out: dict[str, dict[str, bytes]] = {}
+        rows = cur.execute(
+            "SELECT c.text, e.model, e.vec FROM chunks c JOIN embeddings e ON e.chunk_id = c.chunk_id"
+            " WHERE c.doc_id = ?",
+            (doc_id,),
+        )
+        for text, model, vec in rows:
+            out.setdefault(text, {}).setdefault(model, vec)
+        return {text: list(by_model.items()) for text, by_model in out.items()}
 
     @staticmethod
     def _delete_doc_rows(cur: sqlite3.Cursor, doc_id: str) -> None:

@@ -70,6 +70,24 @@ def test_update_replaces_and_delete_removes_everywhere(rag):
     assert _index_ids(rag) == (live, live)
 
 
+def test_metadata_change_reindexes_without_re_embedding(rag):
+    rag.insert(_docs())
+    embedded = rag.embedder.encoded
+    old = _docs()[4]
+    redated = Document(old.doc_id, old.text, datetime(2019, 2, 2, tzinfo=UTC), source="fixed")
+    assert rag.insert([redated]).changed == 1
+    assert rag.embedder.encoded == embedded  # same chunk texts: stored vectors carried over
+    hit = rag.retrieve(old.text, top_k=1, retrievers=["dense"])[0]
+    assert hit.doc_id == old.doc_id and hit.published_at == datetime(2019, 2, 2, tzinfo=UTC)
+    live = set(rag.store.live_chunk_ids().tolist())
+    assert _index_ids(rag) == (live, live)
+    long_text = " ".join(f"Section {i} covers the {w} accounts of the orchard cooperative." for i, w in enumerate(WORDS * 3))
+    rag.insert([Document("long", long_text, redated.published_at)])
+    n_chunks, embedded = len(rag.store.doc_chunk_ids("long")), rag.embedder.encoded
+    rag.insert([Document("long", long_text + " A closing note on irrigation pumps.", redated.published_at)])
+    assert n_chunks >= 3 and 1 <= rag.embedder.encoded - embedded <= 2  # only the tail chunk(s)
+
+
 def test_filters(rag):
     rag.insert(_docs())
     since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)

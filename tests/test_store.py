@@ -174,3 +174,20 @@ def test_catch_up_ends_the_index_even_when_a_commit_fails(store):
     with pytest.raises(RuntimeError):
         catch_up(store, idx, batch=3)
     assert idx.events[-1] == ("end",) and idx.commits == 1
+
+
+def test_changed_document_keeps_vectors_of_unchanged_chunk_texts(store):
+    doc = _doc("a", "alpha beta")
+    _write(store, doc, "h1", n_chunks=2)  # chunk texts "alpha beta 0", "alpha beta 1"
+    old = store.doc_chunk_ids("a")
+    store.put_embeddings("m1", {old[0]: np.full(4, 1, np.float32), old[1]: np.full(4, 2, np.float32)})
+    store.put_embeddings("m2", {old[1]: np.full(4, 3, np.float32)})
+    _write(store, doc, "h2", n_chunks=3)  # same texts plus "alpha beta 2", new chunk ids
+    new = store.doc_chunk_ids("a")
+    assert not set(old) & set(new)
+    m1, m2 = store.embeddings("m1", new), store.embeddings("m2", new)
+    assert sorted(m1) == new[:2] and m1[new[0]][0] == 1 and m1[new[1]][0] == 2
+    assert list(m2) == [new[1]] and m2[new[1]][0] == 3
+    assert store.embeddings("m1", old) == {}  # the old chunks' rows went with them
+    _write(store, _doc("a", "gamma"), "h3", n_chunks=2)  # other texts: nothing to keep
+    assert store.embeddings("m1", store.doc_chunk_ids("a")) == {}
