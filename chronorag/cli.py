@@ -37,9 +37,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     """--data-dir and --config, accepted before or after the subcommand (``chronorag --data-dir D
     stats`` as well as ``chronorag stats --data-dir D``). SUPPRESS keeps a level that was not given
     the option from overwriting the value another level parsed."""
-    p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+    p.add_argument("--data-dir", type=str, default=argparse.SUPPRESS,
                    help="data directory (default ./chronorag-data, env CHRONORAG_DATA_DIR)")
-    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file (env CHRONORAG_CONFIG)")
+    p.add_argument("--config", type=str, default=argparse.SUPPRESS, help="TOML settings file (env CHRONORAG_CONFIG)")
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ under a ``[chronorag]`` table.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -105,8 +106,14 @@ class Settings:
             raise ConfigError(f"graph must be rule, llm or none, got {self.graph!r}")
         if self.graph_llm_calls_per_doc < 1:
             raise ConfigError("graph_llm_calls_per_doc must be >= 1")
-        if self.rrf_k < 1 or self.candidate_depth < 1 or self.ingest_batch < 1 or self.workers < 1:
-            raise ConfigError("rrf_k, candidate_depth, ingest_batch and workers must be positive")
+        for name in ("rrf_k", "candidate_depth", "ingest_batch", "workers", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("kv_memory_mb", "kv_disk_mb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.graph_time_weight >= 0:  # NaN fails too: it would turn every score into NaN
+            raise ConfigError(f"graph_time_weight must be >= 0, got {self.graph_time_weight}")
         return self
 
 
@@ -115,15 +122,24 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "extra"}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELD_TYPES[name]
+    if isinstance(value, bool) and kind != "str":  # TOML true is not a number
+        raise ConfigError(f"setting {name}: cannot use {value!r} (expected {kind})")
     try:
         if kind == "Path":
+            if not str(value).strip():
+                raise ValueError("empty path")
             return Path(os.path.expanduser(str(value)))
         if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("not a whole number")
             return int(value)
         if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return number
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"setting {name}: cannot use {value!r} ({exc})") from None
 
 
@@ -131,7 +147,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # TOMLDecodeError, or bytes that are not UTF-8
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     return data.get("chronorag", data)
 
@@ -154,7 +170,9 @@ def load_settings(
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     data_dir = Path(explicit.get("data_dir") or env_values.get("data_dir") or Settings.data_dir)
-    candidates = [config_file or env.get(ENV_PREFIX + "CONFIG")]
+    candidates = [config_file if config_file is not None else env.get(ENV_PREFIX + "CONFIG")]
+    if candidates[0] is not None and not str(candidates[0]).strip():
+        raise ConfigError("the config file name (--config or $CHRONORAG_CONFIG) is empty")
     if candidates[0] is not None and not Path(candidates[0]).is_file():
         raise ConfigError(f"config file not found: {candidates[0]}")
     candidates += [Path("chronorag.toml"), data_dir / "chronorag.toml"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 
 from chronorag.ingest.dates import DateParseError, parse_datetime
 
@@ -20,15 +20,14 @@ def period_bounds(value: str, tz: tzinfo = timezone.utc) -> tuple[datetime, date
     year, month, day = int(m.group(1)), m.group(2), m.group(3)
     try:
         if month is None:
-            start = datetime(year, 1, 1, tzinfo=tz)
-            end = datetime(year + 1, 1, 1, tzinfo=tz)
+            start, last = datetime(year, 1, 1, tzinfo=tz), datetime(year, 12, 31, tzinfo=tz)
         elif day is None:
             mo = int(month)
             start = datetime(year, mo, 1, tzinfo=tz)
-            end = start + timedelta(days=calendar.monthrange(year, mo)[1])
+            last = start.replace(day=calendar.monthrange(year, mo)[1])
         else:
-            start = datetime(year, int(month), int(day), tzinfo=tz)
-            end = start + timedelta(days=1)
+            start = last = datetime(year, int(month), int(day), tzinfo=tz)
     except ValueError as exc:
         raise DateParseError(f"{value!r} is not a valid date: {exc}") from None
-    return start, end - timedelta(microseconds=1)
+    # the period's last instant, built in place: adding a day to 9999-12-31 would overflow
+    return start, last.replace(hour=23, minute=59, second=59, microsecond=999999)

@@ -74,21 +74,27 @@ def node_for_span(start: datetime | None, end: datetime | None, granularity: str
     return None
 
 
+def _month_start(y: int, m: int) -> datetime:
+    """First instant of month ``m`` (13 = next January); datetime.max past year 9999."""
+    if m > 12:
+        y, m = y + 1, m - 12
+    return datetime(y, m, 1) if y <= datetime.max.year else datetime.max
+
+
 def period_span(label: str) -> tuple[datetime, datetime]:
     """Naive [start, end) of a label (compare with local wall-clock times)."""
     level = level_of(label)
     y = int(label[:4])
     if level == "year":
-        return datetime(y, 1, 1), datetime(y + 1, 1, 1)
+        return datetime(y, 1, 1), _month_start(y, 13)
     if level == "quarter":
         q = int(label[6])
-        s = datetime(y, 3 * q - 2, 1)
-        return s, (datetime(y + 1, 1, 1) if q == 4 else datetime(y, 3 * q + 1, 1))
+        return datetime(y, 3 * q - 2, 1), _month_start(y, 3 * q + 1)
     m = int(label[5:7])
     if level == "month":
-        return datetime(y, m, 1), (datetime(y + 1, 1, 1) if m == 12 else datetime(y, m + 1, 1))
+        return datetime(y, m, 1), _month_start(y, m + 1)
     s = datetime(y, m, int(label[8:10]))
-    return s, s + timedelta(days=1)
+    return s, (s + timedelta(days=1) if s.date() < datetime.max.date() else datetime.max)
 
 
 @dataclass

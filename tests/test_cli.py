@@ -74,6 +74,7 @@ def test_questions_file(env, capsys):
         (["retrieve", "x", "--top-k", "0"], "top-k"),
         (["frobnicate"], "invalid choice"),
         (["retrieve", "   "], "empty"),
+        (["stats", "--data-dir", ""], "empty path"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(env, capsys, argv, message):
@@ -200,3 +201,14 @@ def test_raw_crud_lines_as_jsonl_warn(env, capsys):
     assert code == 0 and "warning" not in err  # any file name is fine with an explicit format
     code, _, err = _run(capsys, "ingest", "docs.jsonl", "--format", "jsonl", "--quiet")
     assert "warning" not in err
+
+
+def test_bounds_at_the_end_of_the_calendar(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    code, out, err = _run(capsys, "retrieve", "Northwind", "--until", "9999-12-31", "--json")
+    assert code == 0, err
+    assert {r["doc_id"] for r in json.loads(out)["results"]} == {"a", "b"}
+    code, out, err = _run(capsys, "retrieve", "Northwind", "--since", "9999", "--json")
+    assert code == 0 and json.loads(out)["results"] == []
+    code, out, err = _run(capsys, "graph", "period", "9999", "--json")
+    assert code == 0 and json.loads(out)["n_facts"] == 0, err

@@ -42,6 +42,42 @@ def test_config_errors(tmp_path, monkeypatch):
     assert not load_settings(env={"CHRONORAG_EMBEDDER": "none"}).dense_enabled
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"CHRONORAG_GRAPH_TIME_WEIGHT": "nan"}, "not a finite number"),  # NaN scores made invalid JSON
+    ({"CHRONORAG_GRAPH_TIME_WEIGHT": "inf"}, "not a finite number"),
+    ({"CHRONORAG_GRAPH_TIME_WEIGHT": "-5"}, "graph_time_weight must be >= 0"),
+    ({"CHRONORAG_KV_MEMORY_MB": "-1"}, "kv_memory_mb must be >= 0, got -1"),
+    ({"CHRONORAG_WORKERS": "0"}, "workers must be >= 1"),  # names the setting
+    ({"CHRONORAG_CHUNK_SIZE": "200.9"}, "cannot use"),
+    ({"CHRONORAG_DATA_DIR": ""}, "empty path"),  # would write the store into the current directory
+    ({"CHRONORAG_CONFIG": ""}, "config file name .* is empty"),
+])
+def test_bad_setting_values(tmp_path, monkeypatch, env, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("chunk_size = true\n", "cannot use True"),
+    ("chunk_size = 200.9\n", "not a whole number"),
+    ("graph_time_weight = nan\n", "not a finite number"),
+])
+def test_bad_toml_values(tmp_path, monkeypatch, toml, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config_file=tmp_path / "c.toml", env={})
+
+
+def test_binary_config_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot read config file .*c.toml"):
+        load_settings(config_file=tmp_path / "c.toml", env={})
+    assert load_settings(env={}, chunk_size=200.0, data_dir="d").chunk_size == 200  # whole floats are fine
+
+
 def test_rrf_formula_and_ties():
     fused = rrf_fuse({"a": [1, 2, 3], "b": [3, 1]}, k=60)
     scores = dict(fused)

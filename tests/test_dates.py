@@ -221,3 +221,31 @@ def test_body_fallback_can_be_switched_off():
 def test_body_date_iso_form_and_year_range():
     assert body_date("截至2023-07-28，共有", SHANGHAI) == _cst(2023, 7, 28)
     assert body_date("编号1234-05-06的文件", SHANGHAI) is None
+
+
+@pytest.mark.parametrize("value, first, last", [
+    ("2024", datetime(2024, 1, 1), datetime(2024, 12, 31, 23, 59, 59, 999999)),
+    ("2024-02", datetime(2024, 2, 1), datetime(2024, 2, 29, 23, 59, 59, 999999)),
+    ("2023-12-31", datetime(2023, 12, 31), datetime(2023, 12, 31, 23, 59, 59, 999999)),
+    ("9999", datetime(9999, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999999)),  # no overflow at the end
+    ("9999-12-31", datetime(9999, 12, 31), datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    ("0001-01", datetime(1, 1, 1), datetime(1, 1, 31, 23, 59, 59, 999999)),
+])
+def test_period_bounds_whole_periods(value, first, last):
+    from chronorag.timebounds import period_bounds
+
+    assert period_bounds(value) == (first.replace(tzinfo=UTC), last.replace(tzinfo=UTC))
+
+
+@pytest.mark.parametrize("label, start, end", [
+    ("2023-Q4", datetime(2023, 10, 1), datetime(2024, 1, 1)),
+    ("2024-02", datetime(2024, 2, 1), datetime(2024, 3, 1)),
+    ("9999", datetime(9999, 1, 1), datetime.max),
+    ("9999-Q4", datetime(9999, 10, 1), datetime.max),
+    ("9999-12", datetime(9999, 12, 1), datetime.max),
+    ("9999-12-31", datetime(9999, 12, 31), datetime.max),
+])
+def test_period_span_ends_at_the_calendar_limit(label, start, end):
+    from chronorag.graph.timeline import period_span
+
+    assert period_span(label) == (start, end)
