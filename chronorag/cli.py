@@ -151,7 +151,7 @@ def _open_engine(settings, create: bool = False):
 
     if not create and not settings.store_path.is_file():
         raise UsageError(f"no chronorag store in {settings.data_dir} (ingest documents first, or pass --data-dir)")
-    return ChronoRAG(settings)
+    return ChronoRAG(settings, create=create)
 
 
 def _looks_like_crud(path: Path) -> bool:

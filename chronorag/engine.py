@@ -35,12 +35,14 @@ LLM_GRAPH_SYSTEM = "You extract facts from news text and answer with JSON only."
 
 
 class ChronoRAG:
-    def __init__(self, settings: Settings | None = None, embedder=None) -> None:
+    def __init__(self, settings: Settings | None = None, embedder=None, create: bool = True) -> None:
+        """``create=False`` only opens an existing store (read commands), never makes one."""
         self.settings = settings or load_settings()
         if self.settings.data_dir.exists() and not self.settings.data_dir.is_dir():
             raise StoreError(f"data directory {self.settings.data_dir} is a file, not a directory")
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.settings.store_path)
+        if create:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings.store_path, create=create)
         self._embedder = embedder
         self._bm25 = None
         self._dense = None

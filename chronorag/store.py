@@ -97,21 +97,30 @@ def _from_iso(value: str | None) -> datetime | None:
 class Store:
     """Thread-safe handle on one SQLite database; one writer at a time (SQLite's rule)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, create: bool = True) -> None:
+        """``create=False`` opens only an existing store: a missing or empty file, or an SQLite
+        database without chronorag's tables, is refused and left as it was."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
         try:
-            self._open()
+            target = str(self.path) if create else f"{self.path.absolute().as_uri()}?mode=rw"
+            self._conn = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, timeout=30.0, uri=not create
+            )
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        try:
+            self._open(create)
         except sqlite3.DatabaseError as exc:  # someone else's file: refuse it, never write to it
             self._conn.close()
             raise StoreError(f"{self.path} is not a chronorag store ({exc})") from None
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not create and "documents" not in tables:
+            raise sqlite3.DatabaseError("no chronorag tables in it")
         if tables and "documents" not in tables:
             raise sqlite3.DatabaseError("an SQLite database without chronorag's tables")
         if "meta" in tables:

@@ -136,6 +136,19 @@ def test_a_store_file_we_cannot_own_is_refused_untouched(env, capsys, kind):
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("argv", [["stats"], ["retrieve", "tram"], ["merge"], ["delete", "a"]])
+def test_read_commands_do_not_turn_an_empty_file_into_a_store(env, capsys, argv):
+    data = env / "odd dir #1"  # a name that needs quoting in an SQLite URI
+    data.mkdir()
+    (data / "store.sqlite3").write_bytes(b"")
+    code, _, err = _run(capsys, *argv, "--data-dir", str(data))
+    assert code == 2 and "is not a chronorag store" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in data.iterdir()) == ["store.sqlite3"]
+    assert (data / "store.sqlite3").read_bytes() == b""
+    assert _run(capsys, "ingest", "docs.jsonl", "--quiet", "--data-dir", str(data))[0] == 3  # ingest may
+    assert _run(capsys, *argv, "--data-dir", str(data))[0] == 0
+
+
 def test_graph_commands_and_graph_flag(env, capsys):
     _run(capsys, "ingest", "docs.jsonl", "--quiet")
     code, out, _ = _run(capsys, "graph", "entity", "Northwind Energy", "--json")
