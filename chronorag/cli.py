@@ -270,6 +270,7 @@ def _retrieve_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_answer(args: argparse.Namespace) -> int:
     from chronorag.kvcache import GenerationError
+    from chronorag.kvcache.model_loader import ModelLoadError
 
     _check_question(args.question)
     kwargs = _retrieve_kwargs(args)
@@ -280,7 +281,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         try:
             result, hits = engine.answer(args.question, max_new_tokens=args.max_new_tokens,
                                          on_token=stream, mode=args.mode, ratio=args.ratio, **kwargs)
-        except GenerationError as exc:
+        except (GenerationError, ModelLoadError) as exc:  # bad settings or a model that is not there
             raise UsageError(str(exc)) from None
     if result is None:
         reason = "no documents matched the question and filters; nothing to answer from"
@@ -309,6 +310,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
 def cmd_kv(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from chronorag.kvcache import GenerationError
+    from chronorag.kvcache.model_loader import ModelLoadError
+
     if args.kv_command is None:
         raise UsageError("kv needs a subcommand: warm [DOC_ID...] or stats")
     with _open_engine(_settings(args)) as engine:
@@ -324,8 +328,12 @@ def cmd_kv(args: argparse.Namespace) -> int:
         if missing:
             raise UsageError(f"unknown document id(s): {', '.join(missing)}")
         bar = tqdm(desc="kv warm", unit="chunk", disable=args.quiet, file=sys.stderr)
-        done = engine.warm_kv(args.doc_ids or None, progress=bar.update)
-        bar.close()
+        try:
+            done = engine.warm_kv(args.doc_ids or None, progress=bar.update)
+        except (GenerationError, ModelLoadError) as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            bar.close()
         print(f"computed KV for {done} chunk(s); " + json.dumps(engine.generator.cache_stats(), default=str))
     return 0
 
@@ -456,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, StoreError, ValueError) as exc:
-        print(f"chronorag: error: {exc}", file=sys.stderr)
+        print(f"chronorag: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("chronorag: interrupted", file=sys.stderr)

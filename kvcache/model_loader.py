@@ -179,7 +179,10 @@ def load_model(
     if model is None or model == DEFAULT_MODEL:
         src, gguf_file = default_gguf()
     else:
-        src = Path(model)
+        src = Path(model).expanduser()
+        if not src.exists() and (src.is_absolute() or str(model).startswith((".", "~")) or src.suffix == ".gguf"):
+            raise ModelLoadError(f"model {model} not found: give a local model directory or .gguf file "
+                                 "(or leave model empty for the bundled SmolLM2)")
         if src.is_file() and src.suffix == ".gguf":
             src, gguf_file = src.parent, src.name
     device = pick_device(device)

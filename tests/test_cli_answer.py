@@ -9,6 +9,8 @@ from chronorag.cli import main
 from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
 
+REAL_LOAD_GENERATOR = kvcache.load_generator
+
 DOCS = [
     {"id": "a", "text": "Northwind Energy appointed Maria Lopez as chief executive.", "published_at": "2021-03-01"},
     {"id": "b", "text": "Northwind Energy moved its headquarters to Riverton.", "published_at": "2022-06-15"},
@@ -95,3 +97,11 @@ def test_kv_warm_stats_and_delete_drops_entries(env, capsys):
 def test_bad_input_is_one_line_exit_2(env, capsys, argv, message):
     code, out, err = _run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["answer", "Who leads Northwind Energy?"], ["kv", "warm", "--quiet"]])
+def test_a_missing_model_is_a_one_line_error(env, capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.setattr(kvcache, "load_generator", REAL_LOAD_GENERATOR)
+    monkeypatch.setenv("CHRONORAG_MODEL", str(tmp_path / "no-such-model.gguf"))
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "no-such-model.gguf not found" in err and len(err.strip().splitlines()) == 1
