@@ -87,7 +87,9 @@ def markdown_title(body: str) -> str | None:
 def load_directory(path: str | os.PathLike, default_tz: str | tzinfo = UTC) -> Iterator[Document | LoadError]:
     """Every .txt/.md file under ``path`` (recursively, sorted, hidden entries skipped) as a Document.
 
-    doc_id is the path relative to ``path`` with '/' separators; source is the directory's name.
+    doc_id is the directory's name and the file's path below it, with '/' separators
+    (``notes/2023/a.md``): stable wherever the folder is mounted, and two folders that both hold an
+    ``index.md`` do not overwrite each other's document. source is the directory's name.
     Dates come from front matter (``date``/``published_at``/``published``/``pubdate``) or else the
     file name; other front-matter keys go into metadata, with ``date_from`` saying where the date came
     from. Undecodable, empty, unreadable files and bad front-matter dates are LoadErrors.
@@ -109,7 +111,7 @@ def _text_files(root: Path) -> Iterator[Path]:
 def _iter_directory(root: Path, tz: tzinfo) -> Iterator[Document | LoadError]:
     source_name = root.resolve().name
     for file in _text_files(root):
-        yield _load_file(file, file.relative_to(root).as_posix(), source_name, tz)
+        yield _load_file(file, f"{source_name}/{file.relative_to(root).as_posix()}", source_name, tz)
 
 
 def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Document | LoadError:

@@ -198,7 +198,7 @@ def test_load_dispatch_and_guessing(tmp_path):
     (plain_doc,) = load(plain)
     assert plain_doc.published_at == datetime(2023, 1, 1, tzinfo=UTC)
     (dir_doc,) = load(folder)
-    assert dir_doc.doc_id == "2023-08-11-a.md"
+    assert dir_doc.doc_id == "dir/2023-08-11-a.md"  # scoped by the folder's name
     (forced,) = load(crud, "jsonl")
     assert forced.text.startswith("2023-07-27，正文：")  # raw line kept as text when told it is plain JSONL
     (utc_crud,) = load(crud, "crud", default_tz="UTC")
@@ -247,7 +247,8 @@ def test_directory_front_matter_file_names_and_titles(tmp_path):
     os.utime(root / "nodate.txt", (old, old))
     docs, errors = _split(load_directory(root))
     assert errors == []
-    by_id = {d.doc_id: d for d in docs}
+    assert all(d.doc_id.startswith("notes/") for d in docs)
+    by_id = {d.doc_id.removeprefix("notes/"): d for d in docs}
     assert sorted(by_id) == [
         "2023-08-11-dash.md", "bad-name-2023-13-40.txt", "fm-beats-name-2020-01-01.md", "fm.md", "nodate.txt",
         "sub/20230812_compact.txt", "sub/deeper/2023_08_13 spaced.TXT", "unclosed.md"]
@@ -277,8 +278,8 @@ def test_directory_bad_files(tmp_path):
     (root / "f_bad_date.md").write_text("---\ntitle: x\ndate: 2023-02-30\n---\ntext")
     (root / "g_bom.txt").write_bytes(b"\xef\xbb\xbf2023 text with BOM")
     docs, errors = _split(load_directory(root, "Asia/Shanghai"))
-    assert [d.doc_id for d in docs] == ["a_ok.txt", "g_bom.txt"] and docs[1].text == "2023 text with BOM"
-    got = {e.doc_id: e for e in errors}
+    assert [d.doc_id for d in docs] == ["d/a_ok.txt", "d/g_bom.txt"] and docs[1].text == "2023 text with BOM"
+    got = {e.doc_id.removeprefix("d/"): e for e in errors}
     assert got["b_latin1.txt"].line == 2 and "not valid UTF-8: byte 0xe9" in got["b_latin1.txt"].message
     assert got["c_empty.txt"].message == "empty file" and got["d_blank.md"].message == "empty file"
     assert "no text after the front matter" in got["e_only_fm.md"].message
@@ -292,6 +293,16 @@ def test_directory_naive_dates_use_default_zone(tmp_path):
     assert doc.published_at.isoformat() == "2023-08-11T00:00:00+08:00"
     with pytest.raises(NotADirectoryError):
         load_directory(tmp_path / "2023-08-11-x.md")
+
+
+def test_two_folders_with_the_same_file_names_keep_separate_ids(tmp_path):
+    for folder in ("notes", "minutes"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "index.md").write_text(f"{folder} text")
+    ids = [d.doc_id for folder in ("notes", "minutes") for d in load_directory(tmp_path / folder)]
+    assert ids == ["notes/index.md", "minutes/index.md"]
+    (same,) = load_directory(tmp_path / "notes" / "." )  # how the folder is named on the command line
+    assert same.doc_id == "notes/index.md"
 
 
 # --- the shipped sample corpus ------------------------------------------------------------------
