@@ -26,7 +26,7 @@ from chronorag.ingest.dates import (
     parse_datetime, resolve_tz,
 )
 from chronorag.ingest.loaders_dir import load_directory
-from chronorag.types import Document, LoadError
+from chronorag.types import Document, LoadError, doc_id_problem
 
 __all__ = ["FORMATS", "guess_format", "load", "load_crud", "load_directory", "load_jsonl"]
 
@@ -185,8 +185,9 @@ def _doc_id(obj: dict[str, Any]) -> str:
         raise _BadRecord("missing 'id'")
     if not isinstance(doc_id, str):
         raise _BadRecord(f"'id' must be a string, got {_json_type(doc_id)}")
-    if not doc_id.strip():
-        raise _BadRecord("empty 'id'")
+    problem = doc_id_problem(doc_id)
+    if problem:
+        raise _BadRecord(problem)
     return doc_id
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
-from chronorag.types import Document, LoadError
+from chronorag.types import Document, LoadError, doc_id_problem
 
 TEXT_SUFFIXES = (".txt", ".md")
 DATE_KEYS = ("date", "published_at", "published", "pubdate")
@@ -116,6 +116,9 @@ def _iter_directory(root: Path, tz: tzinfo) -> Iterator[Document | LoadError]:
 
 def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Document | LoadError:
     where = str(file)
+    problem = doc_id_problem(doc_id)
+    if problem:
+        return LoadError(where, None, None, f"file path unusable as an id: {problem}")
     try:
         raw = file.read_bytes()
     except OSError as exc:

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from chronorag.store import DocumentWrite, Store
-from chronorag.types import ChunkDraft, Document, LoadError
+from chronorag.types import ChunkDraft, Document, LoadError, doc_id_problem
 
 _worker_chunker = None
 
@@ -191,6 +191,12 @@ def _ingest_batch(
 ) -> None:
     docs: dict[str, Document] = {}
     for item in batch:
+        if not isinstance(item, LoadError):  # Documents built in code skip the loaders' checks
+            problem = doc_id_problem(item.doc_id) if isinstance(item.doc_id, str) else "'id' must be a string"
+            if problem is None and not (isinstance(item.text, str) and item.text.strip()):
+                problem = "empty 'text'"
+            if problem:
+                item = LoadError("<python>", None, item.doc_id if isinstance(item.doc_id, str) else None, problem)
         if isinstance(item, LoadError):
             report.failed += 1
             report.errors.append(item)

@@ -88,6 +88,16 @@ def test_metadata_change_reindexes_without_re_embedding(rag):
     assert n_chunks >= 3 and 1 <= rag.embedder.encoded - embedded <= 2  # only the tail chunk(s)
 
 
+def test_documents_built_in_code_get_the_loaders_checks(rag):
+    bad = [Document("a\nb", "text", None), Document("", "text", None), Document("ok", "  ", None),
+           Document("x" * 2000, "text", None)]
+    report = rag.insert(bad + [Document("fine", "Some text about rivers.", None)])
+    assert (report.new, report.failed) == (1, 4)
+    assert [e.message.split(":")[0] for e in report.errors] == [
+        "'id' contains a control character", "empty 'id'", "empty 'text'", "'id' is longer than 1024 characters"]
+    assert rag.store.counts()["documents"] == 1
+
+
 def test_filters(rag):
     rag.insert(_docs())
     since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)

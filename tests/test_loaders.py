@@ -82,12 +82,16 @@ def test_jsonl_every_bad_record_is_reported_with_its_line(tmp_path):
         {"id": "ok2", "text": "still loads"},                                  # 18
         {"id": "ok1", "text": "duplicate of line 1"},                          # 19
         "true",                                                                # 20
+        {"id": "a\nb", "text": "newline in id"},                             # 21
+        {"id": "nul\u0000", "text": "NUL in id"},                             # 22
+        {"id": "x" * 1025, "text": "very long id"},                            # 23
+        {"id": "odd/\\id é中 #?", "text": "odd but printable id loads"},       # 24
     ])
     docs, errors = _split(load_jsonl(path))
-    assert [d.doc_id for d in docs] == ["ok1", "ok2"]
+    assert [d.doc_id for d in docs] == ["ok1", "ok2", "odd/\\id é中 #?"]
     assert docs[0].text == "BOM before me is fine."
     got = {e.line: (e.doc_id, e.message) for e in errors}
-    assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20]
+    assert sorted(got) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 21, 22, 23]
     assert all(e.source == str(path) for e in errors)
     expect = {
         2: (None, "malformed JSON"), 3: (None, "expected a JSON object, got an array"),
@@ -96,7 +100,8 @@ def test_jsonl_every_bad_record_is_reported_with_its_line(tmp_path):
         10: ("e4", "missing 'text'"), 11: ("d1", "bad 'published_at'"), 12: ("d2", "'published_at' must be a string"),
         13: ("t1", "'title' must be a string"), 14: ("m1", "'metadata' must be an object"),
         15: ("u1", "not valid UTF-8: byte 0xe9"), 19: ("ok1", "duplicate id (first seen on line 1"),
-        20: (None, "got a boolean"),
+        20: (None, "got a boolean"), 21: (None, "control character"), 22: (None, "control character"),
+        23: (None, "longer than 1024"),
     }
     for line, (doc_id, fragment) in expect.items():
         assert got[line][0] == doc_id, line
@@ -301,8 +306,12 @@ def test_two_folders_with_the_same_file_names_keep_separate_ids(tmp_path):
         (tmp_path / folder / "index.md").write_text(f"{folder} text")
     ids = [d.doc_id for folder in ("notes", "minutes") for d in load_directory(tmp_path / folder)]
     assert ids == ["notes/index.md", "minutes/index.md"]
-    (same,) = load_directory(tmp_path / "notes" / "." )  # how the folder is named on the command line
+    (same,) = load_directory(tmp_path / "notes" / ".")  # how the folder is named on the command line
     assert same.doc_id == "notes/index.md"
+    (tmp_path / "notes" / "tab\there.md").write_text("text")
+    results = list(load_directory(tmp_path / "notes"))
+    assert [r.doc_id for r in results] == ["notes/index.md", None]
+    assert "control character" in results[1].message
 
 
 # --- the shipped sample corpus ------------------------------------------------------------------
