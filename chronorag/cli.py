@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrieve", help="hybrid retrieval for a question (or a file of questions)")
     _add_common(p)
     p.add_argument("question", nargs="?")
-    p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question')")
+    p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question'); "
+                   "one JSON line out per question, exit 3 if some lines failed")
     p.add_argument("--top-k", type=int, default=8)
     _add_filters(p)
     p.add_argument("--json", action="store_true")
@@ -233,11 +234,14 @@ def _read_questions(path: Path) -> list[tuple[int, str | None, dict]]:
                     continue
                 q = obj.get("question") if isinstance(obj, dict) else None
                 if not isinstance(q, str) or not q.strip():
-                    out.append((n, None, {"error": f"line {n}: no 'question' string"}))
+                    problem = "empty 'question'" if isinstance(q, str) else "no 'question' string"
+                    out.append((n, None, {"error": f"line {n}: {problem}"}))
                     continue
                 out.append((n, q, {k: v for k, v in obj.items() if k != "question"}))
             else:
                 out.append((n, line, {}))
+    if not out:
+        raise UsageError(f"no questions in {path}")
     return out
 
 
@@ -368,7 +372,11 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
                 continue
             print(json.dumps({"line": n, **extra, "question": question,
                               "results": [h.to_dict() for h in hits]}, ensure_ascii=False), flush=True)
-        return EXIT_USAGE if bad else 0
+    if bad:
+        print(f"chronorag: {bad} of {len(questions)} question line(s) failed; their output lines carry "
+              "an 'error'", file=sys.stderr)
+        return EXIT_PARTIAL
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

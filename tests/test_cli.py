@@ -56,11 +56,18 @@ def test_questions_file(env, capsys):
     _run(capsys, "ingest", "docs.jsonl", "--quiet")
     qf = env / "q.txt"
     qf.write_text('tram line\n{"question": "Riverton headquarters", "id": 7}\n{"nope": 1}\n')
-    code, out, _ = _run(capsys, "retrieve", "--questions", str(qf), "--top-k", "1")
+    code, out, err = _run(capsys, "retrieve", "--questions", str(qf), "--top-k", "1")
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows[0]["results"][0]["doc_id"] == "c"
     assert rows[1]["id"] == 7 and rows[1]["results"][0]["doc_id"] == "b"
-    assert "error" in rows[2] and code == 2
+    assert "error" in rows[2] and code == 3  # answered what it could, then says one line failed
+    assert err.strip() == "chronorag: 1 of 3 question line(s) failed; their output lines carry an 'error'"
+    qf.write_text('{"question": "  "}\n')
+    code, out, err = _run(capsys, "retrieve", "--questions", str(qf))
+    assert code == 3 and json.loads(out)["error"] == "line 1: empty 'question'"
+    qf.write_text("\n  \n")
+    code, out, err = _run(capsys, "retrieve", "--questions", str(qf))
+    assert code == 2 and out == "" and f"no questions in {qf}" in err
 
 
 @pytest.mark.parametrize(
