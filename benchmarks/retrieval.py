@@ -66,8 +66,8 @@ def build(engine: ChronoRAG, subset: set[str] | None) -> None:
     if subset is not None:
         records = (r for r in records if getattr(r, "doc_id", None) in subset)
     bar = tqdm(desc="ingest", unit="doc", file=sys.stderr)
-    ibar = tqdm(desc="index", unit="change", file=sys.stderr)
-    report = engine.insert(records, progress=bar.update, index_progress=ibar.update)
+    ibar = tqdm(desc="index", unit="chunk-update", file=sys.stderr)
+    report = engine.insert(records, progress=bar.update, index_progress=lambda _name, n: ibar.update(n))
     bar.close()
     ibar.close()
     print(f"# {report.summary_line()}", file=sys.stderr)

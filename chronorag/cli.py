@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
     p.add_argument("--limit", type=int, help="ingest at most this many records")
     p.add_argument("--workers", type=int, help="processes for chunking")
-    p.add_argument("--no-dense", action="store_true", help="BM25 only (no embeddings)")
+    p.add_argument("--no-dense", action="store_true",
+                   help="skip embedding in this run (the dense index catches up on the next command that "
+                        "uses it; set embedder = \"none\" to go without vectors)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -101,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(k)
     k.add_argument("doc_ids", nargs="*")
     k.add_argument("--quiet", action="store_true")
-    k = ksub.add_parser("stats", help="KV cache tiers: entries, bytes, hits, misses")
+    k.add_argument("--json", action="store_true", help="print the count and the cache tiers as JSON")
+    k = ksub.add_parser("stats", help="KV cache tiers: entries and bytes (hit/miss counters are this process's)")
     _add_common(k)
     k.add_argument("--json", action="store_true")
 
@@ -187,14 +190,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     if args.limit:
-        records = islice(records, args.limit)
+        records = islice(records, min(args.limit, sys.maxsize))
     show = not args.quiet and not args.json
     with _open_engine(settings, create=True) as engine:
         bar = tqdm(desc="ingest", unit="doc", disable=not show, file=sys.stderr)
-        ibar = tqdm(desc="index", unit="chunk", disable=not show, file=sys.stderr)
-        report = engine.insert(records, progress=bar.update, index_progress=ibar.update)
-        bar.close()
-        ibar.close()
+        index_bars: dict[str, tqdm] = {}
+
+        def index_step(name: str, n: int) -> None:
+            if name not in index_bars:  # one bar per index: each applies every changed chunk
+                index_bars[name] = tqdm(desc=f"index {name}", unit="chunk", disable=not show, file=sys.stderr)
+            index_bars[name].update(n)
+
+        try:
+            report = engine.insert(records, progress=bar.update, index_progress=index_step)
+        finally:
+            for b in (bar, *index_bars.values()):
+                b.close()
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -207,6 +218,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    if any(not d.strip() for d in args.doc_ids):
+        raise UsageError("empty document id")
     with _open_engine(_settings(args)) as engine:
         deleted = engine.delete(args.doc_ids)
     missing = [d for d in args.doc_ids if d not in set(deleted)]
@@ -260,6 +273,8 @@ def _print_hits(question: str, hits) -> None:
 def _check_question(question: str | None) -> None:
     if question is not None and not question.strip():
         raise UsageError("question is empty")
+    if question is not None and not any(ch.isalnum() for ch in question):
+        raise UsageError("question has no words to search for")
 
 
 def _retrieve_kwargs(args: argparse.Namespace) -> dict:
@@ -268,6 +283,8 @@ def _retrieve_kwargs(args: argparse.Namespace) -> dict:
     since, until = parse_bound(args.since), parse_bound(args.until, end=True)
     if since and until and since > until:
         raise UsageError(f"--since {args.since} is after --until {args.until}")
+    if not args.graph and args.retrievers and "graph" in args.retrievers:
+        raise UsageError("--retriever graph and --no-graph contradict each other")
     return dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
                 sources=args.sources, retrievers=args.retrievers, use_graph=args.graph)
 
@@ -311,6 +328,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kv_tiers(stats: dict) -> str:
+    mb = 1 << 20
+    return (f"{stats['memory_entries']} chunk(s) in memory ({stats['memory_bytes'] / mb:.1f} MiB), "
+            f"{stats['disk_entries']} on disk ({stats['disk_bytes'] / mb:.1f} MiB)")
+
+
 def cmd_kv(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -325,8 +348,9 @@ def cmd_kv(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(stats, default=str))
             else:
-                for key, value in stats.items():
-                    print(f"{key:<22} {value:.3f}" if isinstance(value, float) else f"{key:<22} {value}")
+                print(f"KV cache: {_kv_tiers(stats)}")
+                print(f"this process: {stats['memory_hits']} memory hit(s), {stats['disk_hits']} disk hit(s), "
+                      f"{stats['misses']} miss(es), {stats['memory_evictions']} memory eviction(s)")
             return 0
         missing = [d for d in args.doc_ids if engine.store.get_document(d) is None]
         if missing:
@@ -338,7 +362,11 @@ def cmd_kv(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         finally:
             bar.close()
-        print(f"computed KV for {done} chunk(s); " + json.dumps(engine.generator.cache_stats(), default=str))
+        stats = engine.generator.cache_stats()
+    if args.json:
+        print(json.dumps({"computed": done, "cache": stats}, default=str))
+    else:
+        print(f"computed KV for {done} chunk(s); the cache holds {_kv_tiers(stats)}")
     return 0
 
 
@@ -448,14 +476,19 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     with _open_engine(_settings(args)) as engine:
-        before = engine.bm25.stats()["segments"]
+        before = engine.bm25.stats()
         engine.merge()
         stats = engine.bm25.stats()
     if args.json:
         print(json.dumps(stats))
+        return 0
+    # the BM25 index holds chunks (bm25s calls them documents)
+    held = f"{stats['live_docs']} chunk(s), vocabulary {stats['vocab']}"
+    if before["segments"] <= 1 and not before["deleted"]:
+        print(f"nothing to merge: the BM25 index is one segment ({held})")
     else:
-        print(f"merged {before} BM25 segment(s) into {stats['segments']}: "
-              f"{stats['live_docs']} live document(s), vocabulary {stats['vocab']}")
+        dropped = f", dropping {before['deleted']} deleted chunk(s)" if before["deleted"] else ""
+        print(f"merged {before['segments']} BM25 segment(s) into {stats['segments']}{dropped}: {held}")
     return 0
 
 
@@ -468,8 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not args.command:
-            parser.print_help()
-            return EXIT_USAGE
+            raise UsageError(f"give a command: {', '.join(COMMANDS)} (chronorag --help)")
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, StoreError, ValueError) as exc:
         print(f"chronorag: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line

@@ -176,8 +176,9 @@ class ChronoRAG:
             os.close(fd)
 
     # ----------------------------------------------------------------- verbs
-    def sync(self, report: IngestReport | None = None, progress: Callable | None = None) -> None:
-        """Bring every derived index in step with the store (also what start-up recovery does)."""
+    def sync(self, report: IngestReport | None = None, progress: Callable[[str, int], None] | None = None) -> None:
+        """Bring every derived index in step with the store (also what start-up recovery does);
+        ``progress(index_name, n_chunks)`` as each index applies changes."""
         with self._write_lock() as _:
             self._sync_locked(report, progress)
 
@@ -188,7 +189,8 @@ class ChronoRAG:
                 # the graph's rows came from another extractor (e.g. rule -> llm): redo them all
                 log.warning("graph extractor changed to %s; re-extracting every chunk", index.extractor.name)
                 index.reset()
-            catch_up(self.store, index, progress=progress)
+            step = None if progress is None else (lambda n, name=index.name: progress(name, n))
+            catch_up(self.store, index, progress=step)
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)
 
@@ -196,9 +198,10 @@ class ChronoRAG:
         self,
         records: Iterable[Document | LoadError],
         progress: Callable[[int], None] | None = None,
-        index_progress: Callable[[int], None] | None = None,
+        index_progress: Callable[[str, int], None] | None = None,
     ) -> IngestReport:
-        """Ingest documents (new, changed or unchanged) and update every index."""
+        """Ingest documents (new, changed or unchanged) and update every index;
+        ``index_progress(index_name, n_chunks)`` as each index catches up."""
         s = self.settings
         with self._write_lock():
             report = ingest_documents(

@@ -82,6 +82,10 @@ def test_questions_file(env, capsys):
         (["frobnicate"], "invalid choice"),
         (["retrieve", "   "], "empty"),
         (["stats", "--data-dir", ""], "empty path"),
+        (["delete", "a", " "], "empty document id"),
+        (["retrieve", "x", "--retriever", "graph", "--no-graph"], "contradict"),
+        ([], "give a command: ingest, delete"),
+        (["retrieve", "?!.,;"], "no words"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(env, capsys, argv, message):
@@ -191,13 +195,18 @@ def test_data_dir_before_or_after_the_subcommand(env, capsys, monkeypatch):
 
 
 def test_merge_reports_readably_or_as_json(env, capsys):
-    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    many = [{"id": f"m{i}", "text": f"Report {i} on the harbour works."} for i in range(40)]
+    (env / "many.jsonl").write_text("\n".join(json.dumps(r) for r in many) + "\n")
+    _run(capsys, "ingest", "many.jsonl", "--quiet")
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")  # a small delta segment next to the main one
     _run(capsys, "delete", "c")
     code, out, _ = _run(capsys, "merge")
-    assert code == 0 and out.startswith("merged ") and "2 live document(s)" in out
+    assert code == 0 and out.startswith("merged 2 BM25 segment(s) into 1, dropping 1 deleted chunk(s): 42 chunk(s)")
+    code, out, _ = _run(capsys, "merge")
+    assert code == 0 and out.startswith("nothing to merge: the BM25 index is one segment (42 chunk(s)")
     code, out, _ = _run(capsys, "merge", "--json")
     stats = json.loads(out)
-    assert code == 0 and stats["segments"] == 1 and stats["live_docs"] == 2 and stats["deleted"] == 0
+    assert code == 0 and stats["segments"] == 1 and stats["live_docs"] == 42 and stats["deleted"] == 0
 
 
 def test_stats_reads_as_sentences(env, capsys):

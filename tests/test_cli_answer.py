@@ -76,15 +76,18 @@ def test_human_output_and_modes(env, capsys):
 
 def test_kv_warm_stats_and_delete_drops_entries(env, capsys):
     code, out, _ = _run(capsys, "kv", "warm", "a", "b", "--quiet")
-    assert code == 0 and out.startswith("computed KV for 2 chunk(s)")
+    assert code == 0 and out.startswith("computed KV for 2 chunk(s); the cache holds 2 chunk(s) in memory")
+    assert "{" not in out
+    code, out, _ = _run(capsys, "kv", "warm", "c", "--quiet", "--json")
+    assert code == 0 and json.loads(out)["computed"] == 1 and json.loads(out)["cache"]["disk_entries"] == 3
     code, out, _ = _run(capsys, "kv", "stats", "--json")
     stats = json.loads(out)
-    assert code == 0 and stats["disk_entries"] == 2
+    assert code == 0 and stats["disk_entries"] == 3
     code, out, _ = _run(capsys, "kv", "stats")
-    assert code == 0 and "disk_entries" in out and "{" not in out
+    assert code == 0 and "3 on disk" in out and "this process: 0 memory hit(s)" in out and "{" not in out
     assert _run(capsys, "delete", "a")[0] == 0
     code, out, _ = _run(capsys, "kv", "stats", "--json")
-    assert json.loads(out)["disk_entries"] == 1  # the deleted document's chunk KV is gone
+    assert json.loads(out)["disk_entries"] == 2  # the deleted document's chunk KV is gone
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -98,6 +98,13 @@ def test_documents_built_in_code_get_the_loaders_checks(rag):
     assert rag.store.counts()["documents"] == 1
 
 
+def test_index_progress_counts_chunks_per_index(rag):
+    seen: dict[str, int] = {}
+    rag.insert(_docs(), index_progress=lambda name, n: seen.__setitem__(name, seen.get(name, 0) + n))
+    n_chunks = rag.store.counts()["chunks"]
+    assert seen and set(seen.values()) == {n_chunks} and {"bm25", "dense"} <= set(seen)
+
+
 def test_filters(rag):
     rag.insert(_docs())
     since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)
