@@ -164,10 +164,13 @@ class ChronoRAG:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
-                return
+                if not wait:
+                    yield False
+                    return
+                log.warning("waiting for another process writing to %s", self.settings.data_dir)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield True
             finally:

@@ -174,3 +174,25 @@ def test_graph_joins_fusion_only_for_questions_that_name_a_time(tmp_path):
     timed = rag.retrieve("Who was the chief executive of Northwind Energy in 2021?", top_k=2)
     assert any("graph" in h.scores for h in timed) and timed[0].doc_id == "a"
     rag.close()
+
+
+def test_a_writer_waits_for_the_lock_and_says_so(rag, caplog):
+    import fcntl
+    import logging
+    import os
+    import threading
+    import time
+
+    rag.insert(_docs())
+    fd = os.open(rag.settings.data_dir / ".write.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another writer holds the data directory
+    done = []
+    with caplog.at_level(logging.WARNING, logger="chronorag.engine"):
+        worker = threading.Thread(target=lambda: done.append(rag.delete(["doc-1"])))
+        worker.start()
+        time.sleep(0.5)
+        assert not done and "waiting for another process writing to" in caplog.text
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        worker.join(timeout=30)
+    assert done == [["doc-1"]]
