@@ -21,6 +21,7 @@ documents whose deletion was committed, and persists only committed tombstones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -115,10 +116,13 @@ class SegmentedBM25:
             self._epoch += 1
             self._clear()
             self._manifest: Manifest | None = None
+            self._unreadable_stamp = None
             try:
                 manifest = read_manifest(self.directory)
             except ManifestError as exc:
                 log.warning("%s; the BM25 index will be rebuilt", exc)
+                with contextlib.suppress(OSError):  # warn once, not on every reload check
+                    self._unreadable_stamp = file_stamp(self.directory / MANIFEST)
                 return
             if manifest is None:
                 return
@@ -142,7 +146,7 @@ class SegmentedBM25:
             stamp = file_stamp(self.directory / MANIFEST)
         except FileNotFoundError:
             return
-        current = self._manifest.stamp if self._manifest else None
+        current = self._manifest.stamp if self._manifest else self._unreadable_stamp
         if stamp != current and not (self._pending or self._dirty or self._merge_running()):
             self._load()
 

@@ -170,6 +170,16 @@ def test_files_not_in_manifest_are_ignored_and_cleaned(tmp_path):
     assert got[0].tolist() == expected[0].tolist()
 
 
+def test_an_unreadable_manifest_means_empty_and_is_reported_once(tmp_path, caplog):
+    build(tmp_path / "ix", corpus(30, seed=6))
+    (tmp_path / "ix" / MANIFEST).write_text("garbage")
+    with caplog.at_level("WARNING", logger="chronorag.retrieval.bm25_segments"):
+        again = make(tmp_path / "ix")
+        for _ in range(3):
+            assert again.search("harbour", 5)[0].size == 0 and again.applied_seq == 0  # catch-up rebuilds
+    assert caplog.text.count("is unreadable") == 1
+
+
 def test_failed_commit_leaves_previous_manifest(tmp_path, monkeypatch):
     ix = build(tmp_path / "ix", corpus(40, seed=7))
     import chronorag.retrieval.bm25_manifest as mod
