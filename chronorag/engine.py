@@ -51,6 +51,7 @@ class ChronoRAG:
         self._generator = None
         self._kv_index = None
         self._last_parse = None
+        self._warned_behind = False
 
     # ------------------------------------------------------------ components
     @property
@@ -311,6 +312,11 @@ class ChronoRAG:
         with self._write_lock(wait=False) as got:
             if got:
                 self._sync_locked(None, None)
+                self._warned_behind = False
+            elif not self._warned_behind:  # a writer is at work and brings the indexes up; no waiting
+                self._warned_behind = True  # once per wait, not once per query
+                log.warning("another process is updating %s: results may miss its newest changes",
+                            self.settings.data_dir)
 
     def answer(
         self,

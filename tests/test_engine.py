@@ -196,3 +196,30 @@ def test_a_writer_waits_for_the_lock_and_says_so(rag, caplog):
         os.close(fd)
         worker.join(timeout=30)
     assert done == [["doc-1"]]
+
+
+def test_a_reader_behind_a_busy_writer_answers_and_warns_once(tmp_path, caplog):
+    import fcntl
+    import logging
+    import os
+
+    settings = load_settings(env={}, data_dir=tmp_path / "data", chunk_size=64, chunk_overlap=8)
+    with ChronoRAG(settings, embedder=HashingEmbedder()) as writer:
+        writer.insert(_docs()[:5])
+    reader = ChronoRAG(settings, embedder=HashingEmbedder())
+    reader.retrieve("river report", top_k=1)  # indexes loaded and in step
+    from chronorag.ingest.pipeline import ingest_documents
+
+    ingest_documents(reader.store, _docs()[5:], chunk_size=64, chunk_overlap=8)  # store ahead of indexes
+    fd = os.open(settings.data_dir / ".write.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the writer is still at work
+    try:
+        with caplog.at_level(logging.WARNING, logger="chronorag.engine"):
+            for _ in range(3):
+                assert reader.retrieve("glacier budget", top_k=1)  # answers from what is committed
+        assert caplog.text.count("another process is updating") == 1
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert reader.retrieve("glacier budget", top_k=1)[0].doc_id == "doc-7"  # caught up once free
+    reader.close()
