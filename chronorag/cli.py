@@ -1,8 +1,9 @@
 """Command line: ``chronorag ingest | delete | retrieve | answer | kv | graph | stats | merge``.
 
 Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
-and one line on stderr; per-document ingest errors are reported and skipped, and such an ingest
-exits with code 3 once the rest has landed, so a script notices records it lost.
+and one line on stderr. Per-record ingest errors (and failed ``retrieve --questions`` lines) are
+reported and skipped; the command then exits with code 3 once the rest is done, so a script
+notices what it lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from chronorag.config import ConfigError, load_settings
 from chronorag.store import StoreError
 
 EXIT_USAGE = 2
-EXIT_PARTIAL = 3  # ingest finished, but some records were skipped (each one reported)
+EXIT_PARTIAL = 3  # finished, but some records or question lines failed (each one reported)
 MAX_ERRORS_SHOWN = 20
 
 
