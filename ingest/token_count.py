@@ -11,7 +11,6 @@ been checked against the tokenizer on the full CRUD-RAG and ECT-QA corpora.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from functools import lru_cache
 from pathlib import Path

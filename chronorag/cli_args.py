@@ -1,0 +1,128 @@
+"""The command line's grammar: subcommands, options and their help, and how bad usage is reported
+(one line, exit code 2) instead of argparse's usage dump."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage dump
+        raise UsageError(message)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """--data-dir and --config, accepted before or after the subcommand (``chronorag --data-dir D
+    stats`` as well as ``chronorag stats --data-dir D``). SUPPRESS keeps a level that was not given
+    the option from overwriting the value another level parsed."""
+    p.add_argument("--data-dir", type=str, default=argparse.SUPPRESS,
+                   help="data directory (default ./chronorag-data, env CHRONORAG_DATA_DIR)")
+    p.add_argument("--config", type=str, default=argparse.SUPPRESS, help="TOML settings file (env CHRONORAG_CONFIG)")
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="only chunks published at or after (YYYY, YYYY-MM, YYYY-MM-DD or ISO-8601)")
+    p.add_argument("--until", help="only chunks published at or before (a date includes that whole day)")
+    p.add_argument("--doc-id", action="append", dest="doc_ids", help="restrict to document id (repeatable)")
+    p.add_argument("--source", action="append", dest="sources", help="restrict to source (repeatable)")
+    p.add_argument("--retriever", action="append", choices=["bm25", "dense", "graph"], dest="retrievers",
+                   help="use only these retrievers (repeatable; default all)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse temporal-graph candidates (default on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chronorag", description="RAG over document collections that change over time.")
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
+                       epilog="Bad records are reported and skipped while the rest lands; "
+                              "the exit code is then 3 (0 when every record landed).")
+    _add_common(p)
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
+    p.add_argument("--limit", type=int, help="ingest at most this many records")
+    p.add_argument("--workers", type=int, help="processes for chunking")
+    p.add_argument("--no-dense", action="store_true",
+                   help="skip embedding in this run (the dense index catches up on the next command that "
+                        "uses it; set embedder = \"none\" to go without vectors)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("delete", help="delete documents by id from the store and every index")
+    _add_common(p)
+    p.add_argument("doc_ids", nargs="+")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("retrieve", help="hybrid retrieval for a question (or a file of questions)")
+    _add_common(p)
+    p.add_argument("question", nargs="?")
+    p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question'); "
+                   "one JSON line out per question, exit 3 if some lines failed")
+    p.add_argument("--top-k", type=int, default=8)
+    _add_filters(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("answer", help="retrieve, then generate an answer reusing the chunks' KV caches")
+    _add_common(p)
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--mode", choices=["blend", "full", "prefix", "naive"], help="KV reuse mode (default from settings)")
+    p.add_argument("--ratio", type=float, help="share of chunk tokens recomputed when blending (default 0.15)")
+    _add_filters(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("kv", help="chunk KV caches")
+    _add_common(p)
+    ksub = p.add_subparsers(dest="kv_command", parser_class=_Parser)
+    k = ksub.add_parser("warm", help="precompute KV caches for documents' chunks (all without ids)")
+    _add_common(k)
+    k.add_argument("doc_ids", nargs="*")
+    k.add_argument("--quiet", action="store_true")
+    k.add_argument("--json", action="store_true", help="print the count and the cache tiers as JSON")
+    k = ksub.add_parser("stats", help="KV cache tiers: entries and bytes (hit/miss counters are this process's)")
+    _add_common(k)
+    k.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("stats", help="what the data directory holds")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("graph", help="inspect the temporal knowledge graph")
+    _add_common(p)
+    gsub = p.add_subparsers(dest="graph_command", parser_class=_Parser)
+    g = gsub.add_parser("entity", help="timeline of an entity's facts")
+    _add_common(g)
+    g.add_argument("name")
+    g.add_argument("--json", action="store_true")
+    g = gsub.add_parser("period", help="summary and top facts of a period (2023, 2023-Q3, 2023-08, 2023-08-11)")
+    _add_common(g)
+    g.add_argument("period")
+    g.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("merge", help="merge BM25 delta segments into the main segment now")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def parse_bound(value: str | None, end: bool = False) -> datetime | None:
+    """A --since/--until value; a year, month or day stands for its whole period."""
+    if value is None:
+        return None
+    from chronorag.ingest.dates import DateParseError
+    from chronorag.timebounds import period_bounds
+
+    try:
+        start, stop = period_bounds(value)
+    except DateParseError as exc:
+        raise UsageError(f"bad date {value!r}: {exc}") from None
+    return stop if end else start
