@@ -71,11 +71,11 @@ class Settings:
 
     @property
     def graph_enabled(self) -> bool:
-        return self.graph.lower() != "none"
+        return self.graph.strip().lower() != "none"
 
     @property
     def dense_enabled(self) -> bool:
-        return self.embedder.lower() != "none"
+        return self.embedder.strip().lower() != "none"
 
     def validate(self) -> "Settings":
         if self.chunk_size < 16:
@@ -102,7 +102,13 @@ class Settings:
             raise ConfigError(
                 f"embedder must be one of {', '.join(available_embedders())} or none, got {self.embedder!r}"
             )
-        if self.graph.lower() not in {"rule", "llm", "none"}:
+        from chronorag.ingest.dates import resolve_tz
+
+        try:
+            resolve_tz(self.default_tz)
+        except ValueError as exc:
+            raise ConfigError(f"default_tz: {exc}") from None
+        if self.graph.strip().lower() not in {"rule", "llm", "none"}:
             raise ConfigError(f"graph must be rule, llm or none, got {self.graph!r}")
         if self.graph_llm_calls_per_doc < 1:
             raise ConfigError("graph_llm_calls_per_doc must be >= 1")

@@ -8,6 +8,7 @@ lock, so two processes never write the same index files and a crash only leaves 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -18,8 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+from chronorag import arguments
 from chronorag.config import Settings, load_settings
 from chronorag.indexing import DerivedIndex, catch_up
+from chronorag.ingest.dates import resolve_tz
 from chronorag.ingest.pipeline import IngestReport, ingest_documents
 from chronorag.store import Store, StoreError
 from chronorag.types import Document, LoadError, SearchFilters, SearchHit
@@ -34,14 +37,41 @@ class DataDirLocked(RuntimeError):
 LLM_GRAPH_SYSTEM = "You extract facts from news text and answer with JSON only."
 
 
+def _open_only(method):
+    """Methods of a closed ChronoRAG raise StoreError instead of reopening indexes or failing in SQLite."""
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        self._check_open()
+        return method(self, *args, **kwargs)
+
+    return checked
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``; a writer may rename or remove files during the walk."""
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue  # gone since it was listed
+    return total
+
+
 class ChronoRAG:
     def __init__(self, settings: Settings | None = None, embedder=None, create: bool = True) -> None:
         """``create=False`` only opens an existing store (read commands), never makes one."""
-        self.settings = settings or load_settings()
+        settings = settings or load_settings()
+        self.settings = replace(settings, data_dir=Path(settings.data_dir)).validate()  # Settings(...) by hand
         if self.settings.data_dir.exists() and not self.settings.data_dir.is_dir():
             raise StoreError(f"data directory {self.settings.data_dir} is a file, not a directory")
         if create:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # e.g. a parent is a file
+                raise StoreError(f"cannot create data directory {self.settings.data_dir}: {exc}") from None
         self.store = Store(self.settings.store_path, create=create)
         self._embedder = embedder
         self._bm25 = None
@@ -52,9 +82,11 @@ class ChronoRAG:
         self._kv_index = None
         self._last_parse = None
         self._warned_behind = False
+        self._closed = False
 
     # ------------------------------------------------------------ components
     @property
+    @_open_only
     def bm25(self):
         if self._bm25 is None:
             from chronorag.retrieval.bm25_segments import SegmentedBM25
@@ -74,6 +106,7 @@ class ChronoRAG:
         return self._embedder
 
     @property
+    @_open_only
     def dense(self):
         if self._dense is None and self.settings.dense_enabled:
             from chronorag.retrieval.dense_index import DenseIndex
@@ -87,12 +120,13 @@ class ChronoRAG:
         return self._dense
 
     @property
+    @_open_only
     def graph(self):
         if self._graph is None and self.settings.graph_enabled:
             from chronorag.graph import GraphIndex
 
             extractor = summariser = None
-            if self.settings.graph.lower() == "llm":
+            if self.settings.graph.strip().lower() == "llm":
                 extractor, summariser = self._llm_graph_parts()
             self._graph = GraphIndex(self.store, extractor=extractor, summariser=summariser,
                                      workers=self.settings.workers)
@@ -115,6 +149,7 @@ class ChronoRAG:
         return extractor, LLMSummariser(complete)
 
     @property
+    @_open_only
     def generator(self):
         """The answer generator, built on first use; its chunk KV caches follow the store's log."""
         if self._generator is None:
@@ -141,6 +176,7 @@ class ChronoRAG:
         return [ix for ix in (self.bm25, self.dense, self.graph, self._kv_index) if ix is not None]
 
     @property
+    @_open_only
     def retriever(self):
         if self._retriever is None:
             from chronorag.retrieval.hybrid import HybridConfig, HybridRetriever
@@ -170,7 +206,7 @@ class ChronoRAG:
                 if not wait:
                     yield False
                     return
-                log.warning("waiting for another process writing to %s", self.settings.data_dir)
+                log.warning("waiting for another writer to finish with %s", self.settings.data_dir)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield True
@@ -180,6 +216,7 @@ class ChronoRAG:
             os.close(fd)
 
     # ----------------------------------------------------------------- verbs
+    @_open_only
     def sync(self, report: IngestReport | None = None, progress: Callable[[str, int], None] | None = None) -> None:
         """Bring every derived index in step with the store (also what start-up recovery does);
         ``progress(index_name, n_chunks)`` as each index applies changes."""
@@ -198,6 +235,7 @@ class ChronoRAG:
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)
 
+    @_open_only
     def insert(
         self,
         records: Iterable[Document | LoadError],
@@ -206,6 +244,10 @@ class ChronoRAG:
     ) -> IngestReport:
         """Ingest documents (new, changed or unchanged) and update every index;
         ``index_progress(index_name, n_chunks)`` as each index catches up."""
+        if isinstance(records, Document):
+            records = [records]
+        elif isinstance(records, (str, bytes, dict)) or not isinstance(records, Iterable):
+            raise ValueError(f"records must be Documents (one or an iterable), got {type(records).__name__}")
         s = self.settings
         with self._write_lock():
             report = ingest_documents(
@@ -220,13 +262,18 @@ class ChronoRAG:
             self._sync_locked(report, index_progress)
         return report
 
-    def delete(self, doc_ids: Sequence[str]) -> list[str]:
+    @_open_only
+    def delete(self, doc_ids: str | Iterable[str]) -> list[str]:
         """Remove documents from the store and every index; returns the ids that existed."""
+        ids = arguments.id_list(doc_ids, "doc_ids")
+        if ids is None:
+            raise ValueError("doc_ids must be a string or a collection of strings, got None")
         with self._write_lock():
-            deleted = self.store.delete_documents(doc_ids)
+            deleted = self.store.delete_documents(ids)
             self._sync_locked(None, None)
         return deleted
 
+    @_open_only
     def retrieve(
         self,
         question: str,
@@ -243,20 +290,31 @@ class ChronoRAG:
         ``retrievers`` picks sources explicitly; otherwise all enabled ones are used, the graph
         only when ``use_graph`` and the question names a time, and vectors only for questions in a language the embedder was
         trained on (the default MiniLM is English-only: its neighbours for a Chinese question are
-        noise that would dilute BM25 in fusion).
+        noise that would dilute BM25 in fusion). Naive ``since``/``until`` are read in the
+        settings' ``default_tz``; a date stands for its whole day. ``doc_ids``/``sources``: None
+        means no restriction, an empty collection matches nothing.
         """
-        if not question or not question.strip():
-            raise ValueError("question is empty")
+        question = arguments.question_text(question)
+        top_k = arguments.positive_int(top_k, "top_k")
+        tz = resolve_tz(self.settings.default_tz)
+        since = arguments.time_bound(since, "since", tz)
+        until = arguments.time_bound(until, "until", tz, end=True)
         if since and until and since > until:
-            raise ValueError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+            raise ValueError(f"since {since.isoformat()} is after until {until.isoformat()}")
+        doc_ids, sources = arguments.id_list(doc_ids, "doc_ids"), arguments.id_list(sources, "sources")
+        retrievers = arguments.id_list(retrievers, "retrievers")
+        if retrievers == []:
+            raise ValueError("retrievers is empty (None uses every enabled retriever)")
+        if doc_ids == [] or sources == []:
+            return []
         self._catch_up_if_free()
         filters = SearchFilters(
             since=since,
             until=until,
-            doc_ids=frozenset(doc_ids) if doc_ids else None,
-            sources=frozenset(sources) if sources else None,
+            doc_ids=frozenset(doc_ids) if doc_ids is not None else None,
+            sources=frozenset(sources) if sources is not None else None,
         )
-        if retrievers:
+        if retrievers is not None:
             use = tuple(retrievers)
             missing = {"dense": self.dense, "graph": self.graph}
             off = [r for r in use if r in missing and missing[r] is None]
@@ -315,9 +373,10 @@ class ChronoRAG:
                 self._warned_behind = False
             elif not self._warned_behind:  # a writer is at work and brings the indexes up; no waiting
                 self._warned_behind = True  # once per wait, not once per query
-                log.warning("another process is updating %s: results may miss its newest changes",
+                log.warning("another writer is updating %s: results may miss its newest changes",
                             self.settings.data_dir)
 
+    @_open_only
     def answer(
         self,
         question: str,
@@ -335,10 +394,12 @@ class ChronoRAG:
         """
         from chronorag.kvcache import GenerationRequest, GenerationResult, TokenEvent
 
+        if max_new_tokens is not None:
+            arguments.positive_int(max_new_tokens, "max_new_tokens")
         request = GenerationRequest(  # checked before retrieval: bad settings fail the same either way
-            question=question,
+            question=arguments.question_text(question),
             chunks=(),
-            max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+            max_new_tokens=self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
             mode=mode,
             ratio=ratio,
         ).validate()
@@ -354,11 +415,15 @@ class ChronoRAG:
                 result = event
         return result, hits
 
-    def warm_kv(self, doc_ids: Sequence[str] | None = None, progress: Callable | None = None) -> int:
+    @_open_only
+    def warm_kv(self, doc_ids: str | Iterable[str] | None = None, progress: Callable | None = None) -> int:
         """Precompute chunk KV caches for these documents (all when None); returns chunks computed."""
+        doc_ids = arguments.id_list(doc_ids, "doc_ids")
+        if doc_ids == []:
+            return 0
         gen = self.generator
         done = 0
-        if doc_ids:
+        if doc_ids is not None:
             ids = [cid for d in doc_ids for cid in self.store.doc_chunk_ids(d)]
             batches = [list(self.store.get_chunks(ids).values())]
         else:
@@ -369,11 +434,13 @@ class ChronoRAG:
                 progress(len(chunks))
         return done
 
+    @_open_only
     def merge(self) -> None:
         """Compact BM25 delta segments into one main segment now (normally done in the background)."""
         with self._write_lock():
             self.bm25.merge()
 
+    @_open_only
     def stats(self) -> dict:
         counts = self.store.counts()
         first, last = self.store.time_range()
@@ -389,15 +456,22 @@ class ChronoRAG:
             if hasattr(index, "stats"):
                 info.update(index.stats())
             out["indexes"][index.name] = info
-        out["disk_bytes"] = sum(
-            p.stat().st_size for p in Path(self.settings.data_dir).rglob("*") if p.is_file()
-        )
+        out["disk_bytes"] = _tree_bytes(Path(self.settings.data_dir))
         return out
 
     def close(self) -> None:
+        """Release the indexes' files and the store; later calls raise StoreError. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self._bm25 is not None:
             self._bm25.close()  # waits for a background merge to finish
+        self._bm25 = self._dense = self._graph = self._retriever = None
         self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"this ChronoRAG on {self.settings.data_dir} is closed")
 
     def __enter__(self) -> "ChronoRAG":
         return self

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-MAX_ID_CHARS = 1024
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def doc_id_problem(doc_id: str) -> str | None:
-    """Why an id cannot be stored, or None. A NUL cannot be passed to `chronorag delete`, a newline
-    or tab breaks every line-oriented output."""
-    if not doc_id.strip():
-        return "empty 'id'"
-    if _CONTROL_CHARS.search(doc_id):
-        return f"'id' contains a control character: {doc_id!r}"
-    if len(doc_id) > MAX_ID_CHARS:
-        return f"'id' is longer than {MAX_ID_CHARS} characters"
-    return None
-
 
 @dataclass(frozen=True)
 class Document:

@@ -26,7 +26,8 @@ from chronorag.ingest.dates import (
     parse_datetime, resolve_tz,
 )
 from chronorag.ingest.loaders_dir import load_directory
-from chronorag.types import Document, LoadError, doc_id_problem
+from chronorag.ingest.checks import doc_id_problem
+from chronorag.types import Document, LoadError
 
 __all__ = ["FORMATS", "guess_format", "load", "load_crud", "load_directory", "load_jsonl"]
 

@@ -14,7 +14,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
-from chronorag.types import Document, LoadError, doc_id_problem
+from chronorag.ingest.checks import doc_id_problem
+from chronorag.types import Document, LoadError
 
 TEXT_SUFFIXES = (".txt", ".md")
 DATE_KEYS = ("date", "published_at", "published", "pubdate")

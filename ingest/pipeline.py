@@ -16,7 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from chronorag.store import DocumentWrite, Store
-from chronorag.types import ChunkDraft, Document, LoadError, doc_id_problem
+from chronorag.ingest.checks import document_problem
+from chronorag.types import ChunkDraft, Document, LoadError
 
 _worker_chunker = None
 
@@ -167,6 +168,7 @@ def ingest_documents(
 ) -> IngestReport:
     """Store new and changed documents with their chunks; report what happened to each."""
     report = IngestReport()
+    seen: set[str] = set()  # ids taken in this call: a later record with one is reported, not applied
     signature = f"chunker:v2-title-header:{chunk_size}:{chunk_overlap}"
     source_iter = iter(records)
     with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
@@ -180,28 +182,30 @@ def ingest_documents(
             report.add_time("parse", time.perf_counter() - t0)
             if not batch:
                 break
-            _ingest_batch(store, batch, runner, signature, report)
+            _ingest_batch(store, batch, runner, signature, report, seen)
             if progress is not None:
                 progress(len(batch))
     return report
 
 
 def _ingest_batch(
-    store: Store, batch: list, runner: _ChunkRunner, signature: str, report: IngestReport
+    store: Store, batch: list, runner: _ChunkRunner, signature: str, report: IngestReport, seen: set[str]
 ) -> None:
     docs: dict[str, Document] = {}
     for item in batch:
         if not isinstance(item, LoadError):  # Documents built in code skip the loaders' checks
-            problem = doc_id_problem(item.doc_id) if isinstance(item.doc_id, str) else "'id' must be a string"
-            if problem is None and not (isinstance(item.text, str) and item.text.strip()):
-                problem = "empty 'text'"
+            problem = document_problem(item)
             if problem:
-                item = LoadError("<python>", None, item.doc_id if isinstance(item.doc_id, str) else None, problem)
+                doc_id = getattr(item, "doc_id", None)
+                item = LoadError("<python>", None, doc_id if isinstance(doc_id, str) else None, problem)
+            elif item.doc_id in seen:  # as the loaders do: the first record of an id wins
+                item = LoadError("<python>", None, item.doc_id, "duplicate id in this insert (the first is kept)")
         if isinstance(item, LoadError):
             report.failed += 1
             report.errors.append(item)
         else:
-            docs[item.doc_id] = item  # the last version of an id within a batch wins
+            seen.add(item.doc_id)
+            docs[item.doc_id] = item
     if not docs:
         return
     hashes = {doc_id: content_hash(doc, signature) for doc_id, doc in docs.items()}

@@ -9,7 +9,9 @@ under a lock.
 
 Scores are comparable across segments: every segment is scored with global document
 frequencies (chronorag.retrieval.bm25_scoring.search_segments). As in Lucene, tombstoned
-documents still count in those frequencies until a merge drops them.
+documents still count in those frequencies until a merge drops them. Length normalisation is the
+one per-segment part: bm25s bakes each segment's own average document length into its stored
+scores, so a chunk in a small delta segment can rank a little differently until a merge.
 
 On disk: segment directories (never modified once written), one tombstones file per change, and
 ``manifest.json`` naming the live ones together with ``applied_seq``, replaced atomically. A crash
@@ -335,7 +337,11 @@ class SegmentedBM25:
             thread.join()
 
     def close(self) -> None:
+        """Wait for a background merge, then let go of the segments (their memory-mapped files)."""
         self.wait_for_merge()
+        with self._lock:
+            self._clear()
+            self._manifest = None
 
     def _merge_running(self) -> bool:
         return self._merge_thread is not None and self._merge_thread.is_alive()

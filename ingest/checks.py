@@ -1,0 +1,63 @@
+"""What makes a Document storable. The loaders check records as they parse them; Documents built in
+code reach the pipeline unchecked, and one bad value must fail that document, not the batch (or,
+like a naive date, every later catch-up of the graph)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from chronorag.types import Document
+
+MAX_ID_CHARS = 1024
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def doc_id_problem(doc_id: str) -> str | None:
+    """Why an id cannot be stored, or None. A NUL cannot be passed to `chronorag delete`, a newline
+    or tab breaks every line-oriented output."""
+    if not doc_id.strip():
+        return "empty 'id'"
+    if _CONTROL_CHARS.search(doc_id):
+        return f"'id' contains a control character: {doc_id!r}"
+    if len(doc_id) > MAX_ID_CHARS:
+        return f"'id' is longer than {MAX_ID_CHARS} characters"
+    return None
+
+
+def document_problem(doc: object) -> str | None:
+    """Why ``doc`` cannot be stored, or None."""
+    if not isinstance(doc, Document):
+        return f"expected a Document, got {type(doc).__name__}"
+    if not isinstance(doc.doc_id, str):
+        return f"'id' must be a string, got {type(doc.doc_id).__name__}"
+    problem = doc_id_problem(doc.doc_id)
+    if problem:
+        return problem
+    if not isinstance(doc.text, str):
+        return f"'text' must be a string, got {type(doc.text).__name__}"
+    if not doc.text.strip():
+        return "empty 'text'"
+    for name in ("text", "title"):
+        value = getattr(doc, name)
+        if value is not None and not isinstance(value, str):
+            return f"'{name}' must be a string, got {type(value).__name__}"
+        try:
+            value is None or value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"'{name}' is not valid Unicode: {exc.reason} at character {exc.start}"
+    if not isinstance(doc.source, str):
+        return f"'source' must be a string, got {type(doc.source).__name__}"
+    if doc.published_at is not None:
+        if not isinstance(doc.published_at, datetime):
+            return f"'published_at' must be a datetime, got {type(doc.published_at).__name__}"
+        if doc.published_at.utcoffset() is None:
+            return "'published_at' has no time zone (give an aware datetime, e.g. tzinfo=timezone.utc)"
+    if not isinstance(doc.metadata, dict):
+        return f"'metadata' must be a dict, got {type(doc.metadata).__name__}"
+    try:
+        json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"'metadata' is not JSON: {exc}"
+    return None
