@@ -3,6 +3,7 @@ at the door with a ValueError that names it, instead of a TypeError deep inside 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from datetime import date, datetime, time, timezone, tzinfo
 
@@ -20,11 +21,11 @@ def question_text(question: object) -> str:
 
 
 def positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy integers are fine
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return int(value)
 
 
 def id_list(value: object, name: str) -> list[str] | None:

@@ -97,6 +97,13 @@ def test_bad_questions(rag, question, message):
         rag.retrieve(question)
 
 
+def test_numpy_integers_and_strings_are_welcome(rag):
+    import numpy as np
+
+    assert len(rag.retrieve("apples", top_k=np.int64(2))) == 2
+    assert _ids(rag.retrieve("apples", doc_ids=np.array(["d0", "d2"]))) == ["d0", "d2"]
+
+
 def test_one_string_is_one_id_and_an_empty_collection_matches_nothing(rag):
     assert _ids(rag.retrieve("apples", doc_ids="d1")) == ["d1"]
     assert _ids(rag.retrieve("apples", sources="s1")) == ["d1", "d2"]
