@@ -40,12 +40,16 @@ class ScoreMatrix:
 
 
 def build_score_matrix(
-    term_ids: np.ndarray, offsets: np.ndarray, n_terms: int, k1: float, b: float
+    term_ids: np.ndarray, offsets: np.ndarray, n_terms: int, k1: float, b: float, avgdl: float | None = None
 ) -> ScoreMatrix:
-    """Score matrix for documents given as concatenated term ids with per-document offsets."""
+    """Score matrix for documents given as concatenated term ids with per-document offsets.
+
+    ``avgdl`` is the average length the length normalisation divides by: the documents' own by
+    default; a delta segment passes the whole index's, so its chunks score as they would there."""
     n_docs = len(offsets) - 1
     lengths = np.diff(offsets).astype(np.int64)
-    avgdl = float(lengths.mean()) if n_docs and lengths.sum() else 1.0
+    if avgdl is None or not avgdl > 0:
+        avgdl = float(lengths.mean()) if n_docs and lengths.sum() else 1.0
     if term_ids.size == 0:
         return ScoreMatrix(
             np.empty(0, np.float32), np.empty(0, np.int32), np.zeros(n_terms + 1, np.int64), n_docs, avgdl

@@ -119,8 +119,10 @@ def write_segment(
     k1: float,
     b: float,
     tokenizer_signature: str,
+    avgdl: float | None = None,
 ) -> Segment:
-    """Build and durably write a segment; documents are reordered by chunk id, unused words dropped."""
+    """Build and durably write a segment; documents are reordered by chunk id, unused words dropped.
+    ``avgdl``: see build_score_matrix (None = this segment's own average length)."""
     chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
     order = np.argsort(chunk_ids, kind="stable")
     if not np.array_equal(order, np.arange(order.size)):
@@ -134,7 +136,7 @@ def write_segment(
         terms = remap[terms]
         words = [words[i] for i in used.tolist()]
     terms = np.asarray(terms, dtype=np.int32)
-    matrix = build_score_matrix(terms, offsets, len(words), k1, b)
+    matrix = build_score_matrix(terms, offsets, len(words), k1, b, avgdl)
 
     final = directory / name
     tmp_dir = directory / f".tmp-{name}"

@@ -9,9 +9,11 @@ under a lock.
 
 Scores are comparable across segments: every segment is scored with global document
 frequencies (chronorag.retrieval.bm25_scoring.search_segments). As in Lucene, tombstoned
-documents still count in those frequencies until a merge drops them. Length normalisation is the
-one per-segment part: bm25s bakes each segment's own average document length into its stored
-scores, so a chunk in a small delta segment can rank a little differently until a merge.
+documents still count in those frequencies until a merge drops them. Length normalisation is
+baked into each segment's stored scores (as in bm25s); a new segment uses the average chunk
+length of the whole index at the time it is written, so a chunk in a small delta segment scores
+as it would in one index, and older segments drift only as far as that average moves until the
+next merge rebuilds them.
 
 On disk: segment directories (never modified once written), one tombstones file per change, and
 ``manifest.json`` naming the live ones together with ``applied_seq``, replaced atomically. A crash
@@ -193,10 +195,17 @@ class SegmentedBM25:
             generation = self._manifest.generation if self._manifest else 0
             return f"seg-{generation + 1:08d}-{self._names:04d}-{os.urandom(3).hex()}"
 
-    def _write(self, ids: np.ndarray, words: list[str], terms: np.ndarray, offsets: np.ndarray) -> Segment:
+    def _write(
+        self, ids: np.ndarray, words: list[str], terms: np.ndarray, offsets: np.ndarray, beside: Sequence[Segment] = ()
+    ) -> Segment:
+        """Write a segment that will sit ``beside`` these; its length normalisation uses the average
+        chunk length over all of them (deleted chunks included, as their document frequencies are)."""
+        n_docs = ids.size + sum(s.n_docs for s in beside)
+        n_tokens = int(offsets[-1]) + sum(int(s.offsets[-1]) for s in beside if s.offsets.size)
+        avgdl = n_tokens / n_docs if beside and n_docs and n_tokens else None
         return write_segment(
             self.directory, self._segment_name(), ids, words, terms, offsets,
-            self.k1, self.b, self.tokenizer.signature,
+            self.k1, self.b, self.tokenizer.signature, avgdl,
         )
 
     # ---------------------------------------------------------- DerivedIndex
@@ -257,7 +266,9 @@ class SegmentedBM25:
             segment = None
             if pending:
                 words, terms, offsets = merge_encoded([p[1:] for p in pending])
-                segment = self._write(np.concatenate([p[0] for p in pending]), words, terms, offsets)
+                with self._lock:
+                    beside = list(self._segments)
+                segment = self._write(np.concatenate([p[0] for p in pending]), words, terms, offsets, beside)
             with self._lock:
                 try:
                     if epoch != self._epoch:
@@ -358,9 +369,11 @@ class SegmentedBM25:
         """Replace ``segments`` by one rebuilt from their surviving token lists, then swap atomically."""
         with self._lock:
             dead = self._dead_saved
+            names = {s.name for s in segments}
+            beside = [s for s in self._segments if s.name not in names]  # a partial merge's neighbours
         ids, words, terms, offsets = merge_documents(segments, dead)
         with dir_lock(self.directory, exclusive=False):
-            merged = self._write(ids, words, terms, offsets) if ids.size else None
+            merged = self._write(ids, words, terms, offsets, beside) if ids.size else None
             with self._lock:
                 names = {s.name for s in segments}
                 if epoch != self._epoch or not names <= {s.name for s in self._segments}:

@@ -90,6 +90,32 @@ def test_segments_share_global_idf(tmp_path):
         assert np.allclose(s1, [by_id[i] for i in ids1], rtol=1e-5)
 
 
+def test_a_delta_segment_normalises_length_by_the_whole_index(tmp_path):
+    # a main segment of short chunks, then a delta of long ones: with its own average length the
+    # delta's chunks would look average-length and outrank the short ones; in one index they do not
+    rng = random.Random(3)
+    short = [chunk(i, "kiwi " + " ".join(rng.choice(WORDS) for _ in range(3))) for i in range(1, 41)]
+    long = [chunk(100 + i, "kiwi " + " ".join(rng.choice(WORDS) for _ in range(60))) for i in range(5)]
+    one = make(tmp_path / "one")
+    one.apply(short + long, [])
+    one.commit(1)
+    many = make(tmp_path / "many", **NO_MERGES)
+    many.apply(short, [])
+    many.commit(1)
+    many.apply(long, [])
+    many.commit(2)
+    assert many.stats()["segments"] == 2
+    ids1, s1 = one.search("kiwi", k=45)
+    ids2, s2 = many.search("kiwi", k=45)
+    by_id = dict(zip(ids2.tolist(), s2.tolist()))
+    # the delta's chunks score exactly as in one index (the main segment's were normalised by the
+    # short chunks alone, so they may sit a little higher until a merge)
+    for cid, score in zip(ids1.tolist(), s1.tolist()):
+        if cid >= 100:
+            assert by_id[cid] == pytest.approx(score, rel=1e-5)
+    assert set(ids2[-5:].tolist()) == {100, 101, 102, 103, 104}  # long chunks rank last, as in one index
+
+
 def test_segments_of_varied_lengths_rank_clear_cases_alike(tmp_path):
     chunks = corpus(300, seed=2)
     chunks[41] = chunk(42, "glacier glacier glacier tariff")
