@@ -37,15 +37,21 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
                    help="fuse temporal-graph candidates (default on)")
 
 
+def _command(sub, name: str, **kw) -> argparse.ArgumentParser:
+    """A (sub)command that also takes --data-dir and --config."""
+    p = sub.add_parser(name, **kw)
+    _add_common(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chronorag", description="RAG over document collections that change over time.")
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
+    p = _command(sub, "ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
                        epilog="Bad records are reported and skipped while the rest lands; "
                               "the exit code is then 3 (0 when every record landed).")
-    _add_common(p)
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
     p.add_argument("--limit", type=int, help="ingest at most this many records")
@@ -56,13 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    p = sub.add_parser("delete", help="delete documents by id from the store and every index")
-    _add_common(p)
+    p = _command(sub, "delete", help="delete documents by id from the store and every index")
     p.add_argument("doc_ids", nargs="+")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("retrieve", help="hybrid retrieval for a question (or a file of questions)")
-    _add_common(p)
+    p = _command(sub, "retrieve", help="hybrid retrieval for a question (or a file of questions)")
     p.add_argument("question", nargs="?")
     p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question'); "
                    "one JSON line out per question, exit 3 if some lines failed")
@@ -70,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("answer", help="retrieve, then generate an answer reusing the chunks' KV caches")
-    _add_common(p)
+    p = _command(sub, "answer", help="retrieve, then generate an answer reusing the chunks' KV caches")
     p.add_argument("question")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int)
@@ -80,36 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("kv", help="chunk KV caches")
-    _add_common(p)
+    p = _command(sub, "kv", help="chunk KV caches")
     ksub = p.add_subparsers(dest="kv_command", parser_class=_Parser)
-    k = ksub.add_parser("warm", help="precompute KV caches for documents' chunks (all without ids)")
-    _add_common(k)
+    k = _command(ksub, "warm", help="precompute KV caches for documents' chunks (all without ids)")
     k.add_argument("doc_ids", nargs="*")
     k.add_argument("--quiet", action="store_true")
     k.add_argument("--json", action="store_true", help="print the count and the cache tiers as JSON")
-    k = ksub.add_parser("stats", help="KV cache tiers: entries and bytes (hit/miss counters are this process's)")
-    _add_common(k)
+    k = _command(ksub, "stats", help="KV cache tiers: entries and bytes (hit/miss counters are this process's)")
     k.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("stats", help="what the data directory holds")
-    _add_common(p)
+    p = _command(sub, "stats", help="what the data directory holds")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("graph", help="inspect the temporal knowledge graph")
-    _add_common(p)
+    p = _command(sub, "graph", help="inspect the temporal knowledge graph")
     gsub = p.add_subparsers(dest="graph_command", parser_class=_Parser)
-    g = gsub.add_parser("entity", help="timeline of an entity's facts")
-    _add_common(g)
+    g = _command(gsub, "entity", help="timeline of an entity's facts")
     g.add_argument("name")
     g.add_argument("--json", action="store_true")
-    g = gsub.add_parser("period", help="summary and top facts of a period (2023, 2023-Q3, 2023-08, 2023-08-11)")
-    _add_common(g)
+    g = _command(gsub, "period", help="summary and top facts of a period (2023, 2023-Q3, 2023-08, 2023-08-11)")
     g.add_argument("period")
     g.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("merge", help="merge BM25 delta segments into the main segment now")
-    _add_common(p)
+    p = _command(sub, "merge", help="merge BM25 delta segments into the main segment now")
     p.add_argument("--json", action="store_true")
     return parser
 
