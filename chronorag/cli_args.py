@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     p = _command(sub, "ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
-                       epilog="Bad records are reported and skipped while the rest lands; "
-                              "the exit code is then 3 (0 when every record landed).")
+                 epilog="Bad records are reported and skipped while the rest lands; "
+                        "the exit code is then 3 (0 when every record landed).")
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
     p.add_argument("--limit", type=int, help="ingest at most this many records")
