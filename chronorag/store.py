@@ -190,8 +190,8 @@ class Store:
         Returns ``{doc_id: 'new' | 'changed' | 'unchanged'}``. A document whose stored hash equals
         ``content_hash`` is left untouched, so re-running an ingestion never duplicates work. A
         changed document's new chunks keep the stored embeddings of its old chunks with the same
-        text (vectors depend on the text alone), so a corrected date, a moved source file or an appended
-        paragraph re-embeds only what is new.
+        text (vectors depend on the text alone), so a corrected date, a moved source file or an
+        appended paragraph re-embeds only what is new.
         """
         outcome: dict[str, str] = {}
         with self._lock:

@@ -39,12 +39,11 @@ def document_problem(doc: object) -> str | None:
         return f"'text' must be a string, got {type(doc.text).__name__}"
     if not doc.text.strip():
         return "empty 'text'"
-    for name in ("text", "title"):
-        value = getattr(doc, name)
-        if value is not None and not isinstance(value, str):
-            return f"'{name}' must be a string, got {type(value).__name__}"
+    if doc.title is not None and not isinstance(doc.title, str):
+        return f"'title' must be a string, got {type(doc.title).__name__}"
+    for name, value in (("text", doc.text), ("title", doc.title or "")):
         try:
-            value is None or value.encode("utf-8")
+            value.encode("utf-8")  # SQLite and every index need UTF-8: a lone surrogate cannot be stored
         except UnicodeEncodeError as exc:
             return f"'{name}' is not valid Unicode: {exc.reason} at character {exc.start}"
     if not isinstance(doc.source, str):

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from chronorag.store import DocumentWrite, Store
 from chronorag.ingest.checks import document_problem
+from chronorag.store import DocumentWrite, Store
 from chronorag.types import ChunkDraft, Document, LoadError
 
 _worker_chunker = None
