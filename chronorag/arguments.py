@@ -15,6 +15,8 @@ def question_text(question: object) -> str:
         raise ValueError(f"question must be a string, got {type(question).__name__}")
     if not question.strip():
         raise ValueError("question is empty")
+    if not any(ch.isalnum() for ch in question):  # every retriever would return noise for it
+        raise ValueError("question has no words to search for")
     if len(question) > MAX_QUESTION_CHARS:
         raise ValueError(f"question is {len(question):,} characters long; the limit is {MAX_QUESTION_CHARS:,}")
     return question

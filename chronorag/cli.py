@@ -152,10 +152,14 @@ def _print_hits(question: str, hits) -> None:
 
 
 def _check_question(question: str | None) -> None:
-    if question is not None and not question.strip():
-        raise UsageError("question is empty")
-    if question is not None and not any(ch.isalnum() for ch in question):
-        raise UsageError("question has no words to search for")
+    """The engine's own check, run before the store is opened."""
+    from chronorag.arguments import question_text
+
+    if question is not None:
+        try:
+            question_text(question)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _retrieve_kwargs(args: argparse.Namespace) -> dict:

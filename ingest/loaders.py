@@ -25,8 +25,8 @@ from chronorag.ingest.dates import (
     CRUD_BODY_MARK, MAX_CRUD_HEADER_CHARS, SHANGHAI, UTC, DateParseError, crud_header_date,
     parse_datetime, resolve_tz,
 )
-from chronorag.ingest.loaders_dir import load_directory
 from chronorag.ingest.checks import doc_id_problem
+from chronorag.ingest.loaders_dir import load_directory
 from chronorag.types import Document, LoadError
 
 __all__ = ["FORMATS", "guess_format", "load", "load_crud", "load_directory", "load_jsonl"]

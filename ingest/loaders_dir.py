@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
 from chronorag.ingest.checks import doc_id_problem
+from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
 from chronorag.types import Document, LoadError
 
 TEXT_SUFFIXES = (".txt", ".md")

@@ -90,6 +90,7 @@ def test_bad_retrieve_arguments_name_themselves(rag, kwargs, message):
 
 @pytest.mark.parametrize("question, message", [
     (123, "question must be a string"), (b"apples", "question must be a string"), ("   ", "question is empty"),
+    ("?!.,;", "no words to search for"),
     ("apples " * (MAX_QUESTION_CHARS // 7 + 1), "the limit is"),
 ])
 def test_bad_questions(rag, question, message):
