@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -115,9 +116,13 @@ def _read_questions(path: Path) -> list[tuple[int, str | None, dict]]:
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     out = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8").strip()
+            except UnicodeDecodeError as exc:  # a replaced byte would silently change the question
+                out.append((n, None, {"error": f"line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})"}))
+                continue
             if not line:
                 continue
             if line.startswith("{"):
@@ -381,7 +386,26 @@ COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve
             "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph, "answer": cmd_answer, "kv": cmd_kv}
 
 
+class _StderrWarnings(logging.Handler):
+    """chronorag's own warnings (ignored fields, a busy writer...) on stderr, one line each, prefixed
+    like its errors; ``sys.stderr`` is looked up per message, so a replaced stderr is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"chronorag: {record.levelname.lower()}: {' '.join(record.getMessage().split())}",
+                  file=sys.stderr)
+        except Exception:  # never let a warning break the command
+            self.handleError(record)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("chronorag")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        logger.addHandler(_StderrWarnings(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _show_warnings()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

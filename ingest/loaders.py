@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
@@ -37,6 +38,18 @@ _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 _SNIFF_LINES = 20
+# chronorag JSONL's fields; anything else is dropped, so the loader says so (a 'date' field would
+# otherwise leave a whole corpus silently undated).
+JSONL_FIELDS = ("id", "text", "published_at", "title", "metadata", "source")
+_FIELD_HINTS = {
+    **dict.fromkeys(("date", "published", "publish_date", "pub_date", "pubdate", "publication_date",
+                     "timestamp", "time", "datetime", "created_at", "created", "updated_at"), "published_at"),
+    **dict.fromkeys(("doc_id", "docid", "_id", "uid", "key"), "id"),
+    **dict.fromkeys(("content", "body", "contents", "document", "passage", "article"), "text"),
+    **dict.fromkeys(("headline", "name"), "title"),
+    **dict.fromkeys(("meta", "attributes", "extra"), "metadata"),
+}
+log = logging.getLogger(__name__)
 
 
 def load(path: str | os.PathLike, fmt: str | None = None,
@@ -183,7 +196,7 @@ def _doc_id(obj: dict[str, Any]) -> str:
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
         doc_id = str(doc_id)  # numeric ids are common in exports and unambiguous
     if doc_id is None:
-        raise _BadRecord("missing 'id'")
+        raise _BadRecord("missing 'id'" + _instead(obj, "id"))
     if not isinstance(doc_id, str):
         raise _BadRecord(f"'id' must be a string, got {_json_type(doc_id)}")
     problem = doc_id_problem(doc_id)
@@ -192,10 +205,18 @@ def _doc_id(obj: dict[str, Any]) -> str:
     return doc_id
 
 
+def _instead(obj: dict[str, Any], field: str) -> str:
+    """' (the record has 'doc_id'; rename it to 'id')' when a likely misnaming is present."""
+    for key in obj:
+        if _FIELD_HINTS.get(key.lower()) == field:
+            return f" (the record has '{key}'; rename it to '{field}')"
+    return ""
+
+
 def _text(obj: dict[str, Any]) -> str:
     text = obj.get("text")
     if text is None:
-        raise _BadRecord("missing 'text'")
+        raise _BadRecord("missing 'text'" + _instead(obj, "text"))
     if not isinstance(text, str):
         raise _BadRecord(f"'text' must be a string, got {_json_type(text)}")
     if not text.strip():
@@ -245,15 +266,35 @@ class _FirstWins:
         return LoadError(self.source, lineno, doc_id, f"duplicate id (first seen on line {first}, which is kept)")
 
 
+class _UnknownFields:
+    """Warns once per file and field name about fields chronorag JSONL does not read."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.seen: set[str] = set()
+
+    def report(self, obj: dict[str, Any], lineno: int) -> None:
+        new = [k for k in obj if k not in JSONL_FIELDS and k not in self.seen]
+        if not new:
+            return
+        self.seen.update(new)
+        named = ", ".join(f"'{k}'" + (f" (did you mean '{_FIELD_HINTS[k.lower()]}'?)"
+                                       if k.lower() in _FIELD_HINTS else "") for k in new)
+        log.warning("%s:%d: ignoring field(s) %s: chronorag JSONL reads %s; put other fields "
+                    "under 'metadata' to keep them", self.source, lineno, named, ", ".join(JSONL_FIELDS))
+
+
 def _iter_jsonl(path: Path, tz: tzinfo) -> Iterator[Record]:
     source = str(path)
     default_source = path.name.split(".")[0] or path.name
     ids = _FirstWins(source)
+    unknown = _UnknownFields(source)
     for item in _json_records(path):
         if isinstance(item, LoadError):
             yield item
             continue
         lineno, obj = item
+        unknown.report(obj, lineno)
         doc_id = None
         try:
             doc_id = _doc_id(obj)

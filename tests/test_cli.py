@@ -70,6 +70,26 @@ def test_questions_file(env, capsys):
     assert code == 2 and out == "" and f"no questions in {qf}" in err
 
 
+def test_questions_file_bytes_are_never_guessed(env, capsys):
+    _run(capsys, "ingest", "docs.jsonl", "--quiet")
+    qf = env / "q.txt"
+    qf.write_bytes(b"\xef\xbb\xbf{\"question\": \"tram line\"}\ncaf\xe9 tram\n")  # BOM, then latin-1
+    code, out, err = _run(capsys, "retrieve", "--questions", str(qf), "--top-k", "1")
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["question"] == "tram line" and first["results"][0]["doc_id"] == "c"
+    assert second == {"line": 2, "error": "line 2: not valid UTF-8 (byte 0xe9)"} and code == 3
+
+
+def test_warnings_are_one_prefixed_line_on_stderr(env, capsys):
+    (env / "dated.jsonl").write_text(json.dumps({"id": "d", "text": "Tram news.", "date": "2021-01-01"}) + "\n")
+    code, out, err = _run(capsys, "ingest", "dated.jsonl", "--quiet")
+    assert code == 0 and "new=1" in out
+    assert err.splitlines() == [
+        "chronorag: warning: dated.jsonl:1: ignoring field(s) 'date' (did you mean 'published_at'?): "
+        "chronorag JSONL reads id, text, published_at, title, metadata, source; put other fields under "
+        "'metadata' to keep them"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

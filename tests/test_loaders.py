@@ -110,6 +110,27 @@ def test_jsonl_every_bad_record_is_reported_with_its_line(tmp_path):
     assert str(errors[0]).startswith(f"{path}:2: malformed JSON")
 
 
+def test_jsonl_fields_it_does_not_read_are_named_once_with_a_hint(tmp_path, caplog):
+    path = _write_lines(tmp_path / "x.jsonl", [
+        {"id": "a", "text": "t", "date": "2021-03-01", "url": "http://x"},  # 1: both named
+        {"id": "b", "text": "t", "date": "2021-03-02"},                     # 2: nothing new
+        {"doc_id": "c", "content": "t"},                                     # 3: misnamed id and text
+        {"id": "d", "body": "t"},                                            # 4
+    ])
+    with caplog.at_level("WARNING", logger="chronorag.ingest.loaders"):
+        docs, errors = _split(load_jsonl(path))
+    assert [d.doc_id for d in docs] == ["a", "b"] and docs[0].published_at is None  # never guessed
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 3
+    assert warnings[0].startswith(f"{path}:1: ignoring field(s) 'date' (did you mean 'published_at'?), 'url':")
+    assert "put other fields under 'metadata'" in warnings[0]
+    assert f"{path}:3:" in warnings[1] and "'doc_id' (did you mean 'id'?)" in warnings[1]
+    assert f"{path}:4:" in warnings[2] and "'body' (did you mean 'text'?)" in warnings[2]
+    got = {e.line: e.message for e in errors}
+    assert got == {3: "missing 'id' (the record has 'doc_id'; rename it to 'id')",
+                   4: "missing 'text' (the record has 'body'; rename it to 'text')"}
+
+
 def test_jsonl_gz_and_crlf(tmp_path):
     path = tmp_path / "news.jsonl.gz"
     with gzip.open(path, "wb") as fh:
