@@ -39,15 +39,17 @@ _LEXICON_FORMAT = 1  # bump when the lexicon's contents change meaning
 
 
 def _lexicon_cache_path(cache_dir: str) -> Path:
-    """Our parsed lexicon's cache file, named after the dictionary file it came from."""
+    """Our parsed lexicon's cache file, named after the dictionary's contents (~10 ms to hash), not
+    its path: every virtualenv or checkout with the same jieba shares one 10 MB file instead of
+    leaving one more behind in the temp dir each time."""
     import hashlib
 
     import jieba
 
     source = Path(jieba.dt.dictionary or Path(jieba.__file__).with_name("dict.txt"))
-    st = source.stat()
-    key = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{jieba.__version__}|{_LEXICON_FORMAT}"
-    return Path(cache_dir) / f"chronorag-lexicon-{hashlib.sha1(key.encode()).hexdigest()[:16]}.marshal"
+    digest = hashlib.sha1(source.read_bytes())
+    digest.update(f"|{jieba.__version__}|{_LEXICON_FORMAT}".encode())
+    return Path(cache_dir) / f"chronorag-lexicon-{digest.hexdigest()[:16]}.marshal"
 
 
 def _read_cached(path: Path) -> tuple[dict[str, float], float] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import jieba
 import numpy as np
@@ -113,6 +114,22 @@ def test_signature_names_the_options_and_pickles():
 def test_hmm_joins_unknown_words():
     assert "营收" in Tokenizer(hmm=True, search_mode=False).tokenize("公司营收增长")
     assert "营收" not in Tokenizer(search_mode=False).tokenize("公司营收增长")
+
+
+def test_lexicon_cache_is_named_after_the_dictionary_contents(tmp_path, monkeypatch):
+    """Another checkout's copy of the same dictionary shares the cache file; an edited one does not."""
+    from chronorag.retrieval import zh_segment
+
+    original = Path(jieba.__file__).with_name("dict.txt")
+    copy = tmp_path / "elsewhere" / "dict.txt"
+    copy.parent.mkdir()
+    copy.write_bytes(original.read_bytes())
+    shared = zh_segment._lexicon_cache_path(str(tmp_path))
+    monkeypatch.setattr(jieba.dt, "dictionary", str(copy))
+    assert zh_segment._lexicon_cache_path(str(tmp_path)) == shared
+    with open(copy, "a", encoding="utf-8") as fh:
+        fh.write("时间知识图谱 3 n\n")
+    assert zh_segment._lexicon_cache_path(str(tmp_path)) != shared
 
 
 def test_lexicon_is_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
