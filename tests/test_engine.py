@@ -105,6 +105,16 @@ def test_index_progress_counts_chunks_per_index(rag):
     assert seen and set(seen.values()) == {n_chunks} and {"bm25", "dense"} <= set(seen)
 
 
+def test_documents_in_other_scripts_are_found_by_bm25(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path / "data", embedder="none")
+    with ChronoRAG(settings) as rag:
+        rag.insert([Document("ru", "Компания Газпром назначила нового директора."),
+                    Document("de", "Der Vorstand der Müller AG trat zurück."),
+                    Document("en", "The mill owner spoke to reporters about the harbor.")])
+        assert [h.doc_id for h in rag.retrieve("Газпром", top_k=3)] == ["ru"]
+        assert [h.doc_id for h in rag.retrieve("Muller", top_k=3)] == ["de"]
+
+
 def test_filters(rag):
     rag.insert(_docs())
     since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)

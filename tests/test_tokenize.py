@@ -76,6 +76,28 @@ def test_numbers(tok):
     assert tok.tokenize("２０２３年ＧＤＰ增长８．５％") == ["2023", "年", "gdp", "增长", "8.5"]
 
 
+def test_words_of_every_script_are_terms(tok):
+    assert tok.tokenize("Компания Газпром назначила") == ["компания", "газпром", "назначила"]
+    assert tok.tokenize("ΕΛΛΗΝΙΚΆ Σίσυφος") == ["ελληνικά", "σίσυφοσ"]  # case-folded, final sigma too
+    assert tok.tokenize("مرحبا بالعالم") == ["مرحبا", "بالعالم"]
+    assert tok.tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # vowel signs and virama stay inside
+    assert tok.tokenize("삼성전자는 발표했다") == ["삼성전자는", "발표했다"]
+    assert tok.tokenize("日本語のテキスト・ラーメン") == ["日本", "語", "の", "テキスト", "ラーメン"]
+    assert tok.tokenize("のsmile Apple中国") == ["の", "smile", "appl", "中国"]
+
+
+def test_accents_fold_so_plain_typing_matches(tok):
+    assert tok.tokenize("Müller café naïve Zürich2020") == ["muller", "cafe", "naiv", "zurich", "2020"]
+    assert tok.tokenize("Muller cafe naive") == ["muller", "cafe", "naiv"]
+    assert tok.tokenize("e\u0301cole") == tok.tokenize("\u00e9cole") == ["ecol"]  # NFD == NFC
+    assert tok.tokenize("thé") == []  # folds to an English stop word
+
+
+def test_digits_of_other_scripts_are_numbers(tok):
+    assert tok.tokenize("سنة ٢٠٢١") == ["سنة", "2021"]
+    assert tok.tokenize("वर्ष २०२१") == ["वर्ष", "2021"]
+
+
 def test_empty_and_punctuation_only(tok):
     assert tok.tokenize("") == []
     assert tok.tokenize("！！，。——   ...") == []
