@@ -15,12 +15,19 @@ sentence ends, instead of NLTK punkt. Two changes make it usable on a 140M-chara
 from __future__ import annotations
 
 import re
+import unicodedata
+
 from llama_index.core.node_parser import SentenceSplitter
 
 from chronorag.ingest.token_count import WordPieceCounter
 from chronorag.types import ChunkDraft
 
-CHUNKER_VERSION = "v1"
+CHUNKER_VERSION = "v2"
+# A chunk also stays under this many characters per token of chunk_size: MiniLM's WordPiece counts a
+# word of over 100 characters (a hash, a minified line, a DNA string) as one [UNK] token, so a token
+# budget alone let a 200,000-character line become one "1-token" chunk that no prompt can hold.
+# Real text stays well under it (English ~4-5 characters per token, Chinese ~1.3).
+MAX_CHARS_PER_TOKEN = 8
 
 # A sentence ends after 。！？；!?;… (or '.' before a space, quote or the end, so 3.5 and example.com
 # stay whole), taking closing quotes/brackets and following whitespace with it; a line break ends one too.
@@ -166,7 +173,7 @@ class Chunker:
     @property
     def signature(self) -> str:
         """Changes whenever the same text could be chunked differently."""
-        return f"chunker:{CHUNKER_VERSION}:minilm:{self.chunk_size}:{self.chunk_overlap}"
+        return f"chunker:{CHUNKER_VERSION}:minilm:{self.chunk_size}:{self.chunk_overlap}:{MAX_CHARS_PER_TOKEN}"
 
     def count_tokens(self, text: str) -> int:
         return self.counter.count(text)
@@ -181,9 +188,35 @@ class Chunker:
             if n is None:
                 n = self.counter.count(text[start:end])
             pieces = [(start, end, n)] if n <= self.chunk_size else self._hard_split(text, start, end)
+            if any(e - s > self.max_chars for s, e, _ in pieces):
+                # character windows, then token windows again for a window that is no longer one
+                # long [UNK] word but many word pieces; both only ever shrink spans
+                pieces = [p for s, e, k in pieces for p in
+                          (self._char_split(text, s, e) if e - s > self.max_chars else [(s, e, k)])]
+                pieces = [p for s, e, k in pieces for p in
+                          (self._hard_split(text, s, e) if k > self.chunk_size else [(s, e, k)])]
             for s, e, k in pieces:
                 drafts.append(ChunkDraft(len(drafts), text[s:e], s, e, k))
         return drafts
+
+    @property
+    def max_chars(self) -> int:
+        return self.chunk_size * MAX_CHARS_PER_TOKEN
+
+    def _char_split(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
+        """Windows of at most ``max_chars`` characters, cut at the last whitespace in the window's
+        second half when there is one, never before a combining mark (it belongs to the letter)."""
+        cuts = [start]
+        while end - cuts[-1] > self.max_chars:
+            limit = cuts[-1] + self.max_chars
+            space = max(text.rfind(ws, cuts[-1] + self.max_chars // 2, limit) for ws in (" ", "\n", "\t"))
+            cut = space + 1 if space > 0 else limit
+            while cut > cuts[-1] + 1 and unicodedata.combining(text[cut]):
+                cut -= 1
+            cuts.append(cut)
+        cuts.append(end)
+        spans = _strip_spans(text, list(zip(cuts[:-1], cuts[1:])))
+        return [(s, e, self.counter.count(text[s:e])) for s, e in spans]
 
     def _hard_split(self, text: str, start: int, end: int) -> list[tuple[int, int, int]]:
         """Token windows for the rare chunk whose parts were cut mid-word and came out too long."""

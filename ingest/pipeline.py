@@ -169,7 +169,7 @@ def ingest_documents(
     """Store new and changed documents with their chunks; report what happened to each."""
     report = IngestReport()
     seen: set[str] = set()  # ids taken in this call: a later record with one is reported, not applied
-    signature = f"chunker:v2-title-header:{chunk_size}:{chunk_overlap}"
+    signature = f"chunker:v3-char-cap:{chunk_size}:{chunk_overlap}"  # bump when chunking changes
     source_iter = iter(records)
     with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 
@@ -122,6 +123,22 @@ def test_words_longer_than_the_limit_are_cut(tokenizer):
     chunker = Chunker(chunk_size=16, chunk_overlap=0)
     chunks = chunker.split(text)
     _check_invariants(text, chunks, tokenizer, 16)
+
+
+def test_chunks_stay_under_a_character_cap_when_words_are_one_unknown_token(tokenizer):
+    """WordPiece counts any word over 100 characters as one [UNK]: a token budget alone let a
+    200,000-character line through as one chunk."""
+    chunker = Chunker(chunk_size=16, chunk_overlap=0)
+    cap = chunker.max_chars
+    assert cap == 16 * 8
+    for text in ("x" * 5000, "intro words. " + "ab" * 900 + " tail of the line", "e\u0301" * 400,
+                 "hash " + "f00d" * 300 + "\n" + "next paragraph with words " * 3):
+        chunks = chunker.split(text)
+        assert chunks and all(len(c.text) <= cap for c in chunks), text[:20]
+        _check_invariants(text, chunks, tokenizer, 16)
+        assert all(not c.text[0].isspace() and not unicodedata.combining(c.text[0]) for c in chunks)
+    words = "ordinary words, as in any text. " * 40  # never meet the cap: llama-index's chunks
+    assert [c.text for c in chunker.split(words)] == chunker.node_parser.split_text(words)
 
 
 def test_repeated_paragraphs_keep_their_own_offsets(chunker, tokenizer):
