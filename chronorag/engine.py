@@ -234,6 +234,7 @@ class ChronoRAG:
             catch_up(self.store, index, progress=step)
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)
+        self.store.purge_retired(min((ix.applied_seq for ix in self.indexes()), default=self.store.max_seq()))
 
     @_open_only
     def insert(

@@ -58,6 +58,22 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vec       BLOB NOT NULL,
     PRIMARY KEY (chunk_id, model)
 ) WITHOUT ROWID;
+-- Chunks of changed or deleted documents, kept until every index has applied their deletion: a
+-- reader whose indexes are behind a busy writer still gets the text of the hits those indexes
+-- return (the version they indexed), instead of losing every hit of a document being replaced.
+CREATE TABLE IF NOT EXISTS retired_chunks (
+    chunk_id      INTEGER PRIMARY KEY,
+    doc_id        TEXT NOT NULL,
+    ord           INTEGER NOT NULL,
+    text          TEXT NOT NULL,
+    char_start    INTEGER NOT NULL,
+    char_end      INTEGER NOT NULL,
+    n_tokens      INTEGER NOT NULL,
+    published_at  TEXT,
+    published_ts  REAL,
+    source        TEXT NOT NULL DEFAULT '',
+    retired_seq   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     op        TEXT NOT NULL CHECK (op IN ('add', 'del')),
@@ -284,7 +300,31 @@ class Store:
             " WHERE doc_id = ? ORDER BY chunk_id",
             (doc_id,),
         )
+        cur.execute(
+            "INSERT OR REPLACE INTO retired_chunks SELECT c.chunk_id, c.doc_id, c.ord, c.text,"
+            " c.char_start, c.char_end, c.n_tokens, d.published_at, c.published_ts, c.source,"
+            " (SELECT MAX(seq) FROM changes) FROM chunks c JOIN documents d USING (doc_id)"
+            " WHERE c.doc_id = ?",
+            (doc_id,),
+        )
         cur.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def purge_retired(self, applied_seq: int) -> int:
+        """Forget retired chunks whose deletion every index has applied (``applied_seq``: the
+        lowest applied sequence among them); returns how many went."""
+        with self._lock:
+            cur = self._conn.cursor()
+            if cur.execute("SELECT 1 FROM retired_chunks WHERE retired_seq <= ? LIMIT 1",
+                           (int(applied_seq),)).fetchone() is None:
+                return 0  # nothing to do: no write transaction for readers that are in step
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                n = cur.execute("DELETE FROM retired_chunks WHERE retired_seq <= ?", (int(applied_seq),)).rowcount
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return n
 
     def put_embeddings(self, model: str, vectors: dict[int, np.ndarray]) -> None:
         """Cache embeddings so an index rebuild never re-embeds. Vectors of deleted chunks are dropped."""
@@ -349,6 +389,16 @@ class Store:
                 ).fetchall()
                 for r in rows:
                     out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
+            missing = [int(c) for c in chunk_ids if int(c) not in out]
+            for start in range(0, len(missing), 500):  # an index that has not applied a deletion yet
+                part = missing[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT chunk_id, doc_id, ord, text, char_start, char_end, n_tokens, published_at,"
+                    f" source FROM retired_chunks WHERE chunk_id IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+                for r in rows:
+                    out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
         return out
 
     def iter_chunks(self, batch_size: int = 2000) -> Iterator[list[Chunk]]:
@@ -385,12 +435,11 @@ class Store:
             if values:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 args.extend(sorted(values))
-        sql = "SELECT chunk_id FROM chunks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY chunk_id"
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        # retired chunks too: indexes behind a busy writer may still return them (see get_chunks)
+        sql = f"SELECT chunk_id FROM chunks{cond} UNION SELECT chunk_id FROM retired_chunks{cond} ORDER BY chunk_id"
         with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+            rows = self._conn.execute(sql, args + args).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def get_document(self, doc_id: str) -> Document | None:

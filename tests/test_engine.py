@@ -235,6 +235,39 @@ def test_a_reader_behind_a_busy_writer_answers_and_warns_once(tmp_path, caplog):
     reader.close()
 
 
+def test_a_reader_behind_a_busy_writer_still_finds_documents_being_replaced(tmp_path):
+    """The writer has stored new versions (old chunks gone from the store) but its indexes have
+    not caught up: the reader's hits are the old chunks its indexes hold, with their text, not
+    nothing; once the indexes catch up, the new versions, and the old rows are gone."""
+    import fcntl
+    import os
+
+    from chronorag.ingest.pipeline import ingest_documents
+
+    settings = load_settings(env={}, data_dir=tmp_path / "data", chunk_size=64, chunk_overlap=8)
+    with ChronoRAG(settings, embedder=HashingEmbedder()) as writer:
+        writer.insert(_docs())
+    reader = ChronoRAG(settings, embedder=HashingEmbedder())
+    old = reader.retrieve("glacier budget", top_k=3)
+    changed = [Document(d.doc_id, d.text.replace("budget", "plan"), d.published_at, source=d.source)
+               for d in _docs()]
+    ingest_documents(reader.store, changed, chunk_size=64, chunk_overlap=8)  # every document replaced
+    fd = os.open(settings.data_dir / ".write.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the writer is still at work
+    try:
+        during = reader.retrieve("glacier budget", top_k=3)
+        filtered = reader.retrieve("glacier budget", top_k=3, since=datetime(2020, 1, 1, tzinfo=UTC))
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert [(h.chunk_id, h.text) for h in during] == [(h.chunk_id, h.text) for h in old]
+    assert [h.chunk_id for h in filtered] == [h.chunk_id for h in old if h.published_at.year >= 2020]
+    after = reader.retrieve("glacier plan", top_k=1)
+    assert after[0].doc_id == "doc-7" and "plan" in after[0].text  # caught up once free
+    assert reader.store.get_chunks([h.chunk_id for h in old]) == {}  # retired rows purged
+    reader.close()
+
+
 def test_stats_survive_files_a_writer_removes_during_the_walk(rag, monkeypatch):
     import os
 

@@ -47,6 +47,11 @@ def test_delete_removes_chunks_embeddings_and_logs(store):
     store.put_embeddings("m", {ids[0]: np.ones(4, dtype=np.float32)})
     assert store.delete_documents(["a", "missing"]) == ["a"]
     assert store.get_document("a") is None
+    # retired, not gone: indexes that have not applied the deletion may still return these ids
+    assert set(store.get_chunks(ids)) == set(ids) and store.doc_chunk_ids("a") == []
+    assert store.live_chunk_ids().tolist() == store.doc_chunk_ids("b")
+    assert store.purge_retired(store.max_seq() - 1) == 0  # the last deletion is not applied yet
+    assert store.purge_retired(store.max_seq()) == len(ids)
     assert store.get_chunks(ids) == {}
     assert store.embeddings("m", ids) == {}
     assert store.counts()["documents"] == 1
