@@ -25,7 +25,7 @@ from chronorag.graph.temporal_graph import TemporalGraph
 from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage, parent_of
 from chronorag.graph.timescope import parse_time_scope
 
-_LABEL_OK = re.compile(r"^\d{4}(?:-(?:Q[1-4]|\d{2})(?:-\d{2})?)?$")
+_LABEL_OK = re.compile(r"^[0-9]{4}(?:-Q[1-4]|-[0-9]{2}(?:-[0-9]{2})?)?$")
 from chronorag.store import Store
 from chronorag.types import Chunk
 
@@ -348,6 +348,8 @@ class GraphIndex:
 
     def entity_timeline(self, name: str) -> list[dict]:
         """Facts about one entity, oldest first (``chronorag graph entity NAME``)."""
+        if not isinstance(name, str):
+            raise ValueError(f"entity name must be a string, got {type(name).__name__}")
         if self._graph is None and self.partial_queries:
             found = fs.keys_for_aliases(self.store, [name.strip(), entity_key(name)])
             keys = set().union(*found.values()) if found else set()
@@ -356,6 +358,10 @@ class GraphIndex:
 
     def period_summary(self, period: str, top: int = 10) -> dict:
         """Summary and top facts of '2023', '2023-Q3', '2023-08' or '2023-08-11' (``chronorag graph period``)."""
+        if not isinstance(period, str):
+            raise ValueError(f"period must be a string such as '2023-Q3', got {type(period).__name__}")
+        if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+            raise ValueError(f"top must be an integer >= 0, got {top!r}")
         if self._graph is None and self.partial_queries:
             sub = self.subgraph(period=period.strip()) if _LABEL_OK.match(period.strip()) else TemporalGraph()
             return GraphRetriever(sub).period_summary(period, top)

@@ -345,7 +345,8 @@ class GraphRetriever:
             return max(keys, key=lambda k: len(g.entity_facts.get(k, ())))
         close = difflib.get_close_matches(name.casefold(), list(g.alias_index), n=5, cutoff=0.75)
         hint = f"; did you mean: {', '.join(close)}" if close else ""
-        raise UnknownEntity(f"no entity named {name!r} in the graph{hint}")
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise UnknownEntity(f"no entity named {shown!r} in the graph{hint}")
 
     def entity_timeline(self, name: str) -> list[dict]:
         """Every fact about an entity, oldest first, with validity and source chunk ids."""

@@ -18,13 +18,20 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 LEVELS = ("year", "quarter", "month", "day")
-_LABEL = re.compile(r"^(\d{4})(?:-(?:Q([1-4])|(\d{2}))(?:-(\d{2}))?)?$")
+# ASCII digits only ('\d' also matches '２０２１' and '٢٠٢١', which then named no period at all);
+# a day only after a month.
+_LABEL = re.compile(r"^([0-9]{4})(?:-Q([1-4])|-([0-9]{2})(?:-([0-9]{2}))?)?$")
+_LABEL_FORMS = "use 2023, 2023-Q3, 2023-08 or 2023-08-11"
 
 
 def level_of(label: str) -> str:
     m = _LABEL.match(label)
     if not m:
-        raise ValueError(f"not a period label: {label!r} (use 2023, 2023-Q3, 2023-08 or 2023-08-11)")
+        raise ValueError(f"not a period label: {_shown(label)} ({_LABEL_FORMS})")
+    try:  # a real calendar period: not month 13, not 30 February, not year 0
+        datetime(int(m.group(1)), int(m.group(3) or 1), int(m.group(4) or 1))
+    except ValueError as exc:
+        raise ValueError(f"not a period label: {_shown(label)}: {exc} ({_LABEL_FORMS})") from None
     if m.group(4):
         return "day"
     if m.group(3):
@@ -79,6 +86,10 @@ def _month_start(y: int, m: int) -> datetime:
     if m > 12:
         y, m = y + 1, m - 12
     return datetime(y, m, 1) if y <= datetime.max.year else datetime.max
+
+
+def _shown(label: str, limit: int = 40) -> str:
+    return repr(label if len(label) <= limit else label[:limit] + "...")
 
 
 def period_span(label: str) -> tuple[datetime, datetime]:

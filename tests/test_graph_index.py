@@ -226,6 +226,35 @@ def test_period_summary_and_entity_timeline(built):
         built.entity_timeline("Northwind Energi")
 
 
+@pytest.mark.parametrize("label, says", [
+    ("2021-Q3-05", "2021-Q3-05' (use"), ("2021-13", "month must be in 1..12"),
+    ("2021-02-30", "day is out of range"), ("0000", "year 0 is out of range"),
+    ("２０２１", "'２０２１' (use"), ("٢٠٢١-٠٨", "(use 2023, 2023-Q3"),  # were read as empty periods
+])
+def test_bad_period_labels_name_themselves_and_the_forms(built, label, says):
+    for graph in (built, _partial(built)):
+        with pytest.raises(UnknownPeriod, match="not a period label") as err:
+            graph.period_summary(label)
+        assert says in str(err.value)
+
+
+def test_graph_queries_refuse_wrong_types_with_value_errors(built):
+    for call in (lambda: built.entity_timeline(None), lambda: built.entity_timeline(123),
+                 lambda: built.period_summary(None), lambda: built.period_summary(2021),
+                 lambda: built.period_summary("2021", top=-1), lambda: built.period_summary("2021", top="3")):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(UnknownEntity) as err:
+        built.entity_timeline("x" * 5000)
+    assert len(str(err.value)) < 200  # a huge name is not echoed in full
+
+
+def _partial(built):
+    from chronorag.graph.index import GraphIndex
+
+    return GraphIndex(built.store)  # never loads the whole graph: answers from partial subgraphs
+
+
 def doc_ids(store, result, k=3):
     chunks = store.get_chunks([c for c, _ in result.candidates[:k]])
     return [chunks[c].doc_id for c, _ in result.candidates[:k]]
