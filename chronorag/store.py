@@ -375,30 +375,23 @@ class Store:
                     out[cid] = np.frombuffer(blob, dtype=np.float32)
         return out
 
+    _LIVE_CHUNKS = ("SELECT c.chunk_id, c.doc_id, c.ord, c.text, c.char_start, c.char_end, c.n_tokens,"
+                    " d.published_at, c.source FROM chunks c JOIN documents d USING (doc_id) WHERE c.chunk_id")
+    _RETIRED_CHUNKS = ("SELECT chunk_id, doc_id, ord, text, char_start, char_end, n_tokens, published_at,"
+                       " source FROM retired_chunks WHERE chunk_id")
+
     def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
+        """Live chunks, and retired ones that an index which has not applied their deletion may
+        still return (see the ``retired_chunks`` table)."""
         out: dict[int, Chunk] = {}
         with self._lock:
-            for start in range(0, len(chunk_ids), 500):
-                part = [int(c) for c in chunk_ids[start : start + 500]]
-                marks = ",".join("?" * len(part))
-                rows = self._conn.execute(
-                    "SELECT c.chunk_id, c.doc_id, c.ord, c.text, c.char_start, c.char_end,"
-                    " c.n_tokens, d.published_at, c.source FROM chunks c JOIN documents d"
-                    f" USING (doc_id) WHERE c.chunk_id IN ({marks})",
-                    part,
-                ).fetchall()
-                for r in rows:
-                    out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
-            missing = [int(c) for c in chunk_ids if int(c) not in out]
-            for start in range(0, len(missing), 500):  # an index that has not applied a deletion yet
-                part = missing[start : start + 500]
-                rows = self._conn.execute(
-                    "SELECT chunk_id, doc_id, ord, text, char_start, char_end, n_tokens, published_at,"
-                    f" source FROM retired_chunks WHERE chunk_id IN ({','.join('?' * len(part))})",
-                    part,
-                ).fetchall()
-                for r in rows:
-                    out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
+            for select in (self._LIVE_CHUNKS, self._RETIRED_CHUNKS):
+                ids = [int(c) for c in chunk_ids if int(c) not in out]
+                for start in range(0, len(ids), 500):
+                    part = ids[start : start + 500]
+                    rows = self._conn.execute(f"{select} IN ({','.join('?' * len(part))})", part).fetchall()
+                    for r in rows:
+                        out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
         return out
 
     def iter_chunks(self, batch_size: int = 2000) -> Iterator[list[Chunk]]:
