@@ -98,6 +98,14 @@ def test_documents_built_in_code_get_the_loaders_checks(rag):
     assert rag.store.counts()["documents"] == 1
 
 
+def test_an_id_with_a_lone_surrogate_fails_alone(rag):
+    docs = [Document("bad\udcff.md", "Text about rivers.", None), Document("good", "Text about harbors.", None)]
+    report = rag.insert(docs)
+    assert (report.new, report.failed) == (1, 1)
+    assert report.errors[0].message.startswith("'id' is not valid Unicode: surrogates not allowed")
+    assert rag.store.get_document("good") is not None
+
+
 def test_index_progress_counts_chunks_per_index(rag):
     seen: dict[str, int] = {}
     rag.insert(_docs(), index_progress=lambda name, n: seen.__setitem__(name, seen.get(name, 0) + n))
