@@ -335,6 +335,14 @@ def test_two_folders_with_the_same_file_names_keep_separate_ids(tmp_path):
     assert "control character" in results[1].message
 
 
+def test_a_load_error_is_one_line_whatever_the_file_name(tmp_path):
+    (tmp_path / "line\nbreak\x1b.md").write_text("text")
+    (err,) = load_directory(tmp_path)
+    shown = str(err)
+    assert shown.count("\n") == 0 and "line\\nbreak\\x1b.md" in shown
+    assert str(LoadError("a\udcffb.md", 2, "x\ty", "bad\nthing")) == "a\\udcffb.md:2 (doc x\\ty): bad\\nthing"
+
+
 # --- the shipped sample corpus ------------------------------------------------------------------
 
 def test_sample_corpus_loads_clean_and_dated():
