@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -261,3 +262,28 @@ def test_bounds_at_the_end_of_the_calendar(env, capsys):
     assert code == 0 and json.loads(out)["results"] == []
     code, out, err = _run(capsys, "graph", "period", "9999", "--json")
     assert code == 0 and json.loads(out)["n_facts"] == 0, err
+
+
+def test_folder_with_an_undecodable_file_name_loses_only_that_file(env, capsys):
+    notes = env / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Tram news from the council.")
+    with open(os.path.join(os.fsencode(notes), b"bad\xff.md"), "wb") as fh:
+        fh.write(b"Harbor news.")
+    code, out, err = _run(capsys, "ingest", "notes", "--quiet")
+    assert code == 3 and "new=1" in out and "failed=1" in out
+    assert err.splitlines() == ["skipped notes/bad\\xff.md: file name is not valid UTF-8; rename the file"]
+
+
+def test_folder_that_cannot_be_read_exits_2_with_one_line(env, capsys, monkeypatch):
+    (env / "notes").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fsdecode(path) == "notes":
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, err = _run(capsys, "ingest", "notes", "--format", "dir", "--quiet")
+    assert code == 2 and err == "chronorag: error: cannot read folder notes: Permission denied\n"
