@@ -12,59 +12,20 @@ import re
 import stat
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
+from chronorag.ingest.front_matter import split_front_matter
 from chronorag.types import Document, LoadError
 
 TEXT_SUFFIXES = (".txt", ".md")
 DATE_KEYS = ("date", "published_at", "published", "pubdate")
-_FENCE = re.compile(r"(?:---|\.\.\.)[ \t]*")
-_KEY_VALUE = re.compile(r"([A-Za-z_][\w-]*)[ \t]*:[ \t]*(.*)")
 _HEADING = re.compile(r"#[ \t]+(.+?)[ \t#]*")
 # 2023-08-11-foo.md, 20230811_foo.txt, 2023_08_11 x.txt, report.2023.08.11.md: one separator, used twice.
 _NAME_DATE = re.compile(r"(?<!\d)(\d{4})([-_. ]?)(\d{2})\2(\d{2})(?!\d)")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FrontMatter:
-    """The ``key: value`` lines of a leading ``---`` block, with where each key sat (1-based)."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)
-    body_start_line: int = 1  # first line after the closing fence
-
-
-def split_front_matter(text: str) -> tuple[FrontMatter, str]:
-    """(front matter, body). Only simple ``key: value`` lines are read (no PyYAML): list items,
-    indented continuations and comments are skipped. No closing fence means no front matter."""
-    lines = text.split("\n")
-    if not lines or lines[0].rstrip() != "---":
-        return FrontMatter(), text
-    for end in range(1, len(lines)):
-        if _FENCE.fullmatch(lines[end]):
-            break
-    else:
-        return FrontMatter(), text
-    fm = FrontMatter(body_start_line=end + 2)
-    for i in range(1, end):
-        m = _KEY_VALUE.fullmatch(lines[i].rstrip())
-        if m is None or lines[i][:1].isspace():
-            continue
-        key, value = m.group(1).lower(), _unquote(m.group(2).strip())
-        fm.values[key] = value
-        fm.lines[key] = i + 1
-    return fm, "\n".join(lines[end + 1:])
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
 
 
 def filename_date(name: str, tz: tzinfo) -> datetime | None:
@@ -199,6 +160,8 @@ def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Documen
         return LoadError(where, line, doc_id, f"not valid UTF-8: byte 0x{raw[exc.start]:02x}")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     fm, body = split_front_matter(text)
+    if fm.unclosed:
+        log.warning("%s: front matter not closed; read as text (its date and title are not used)", where)
     body = body.strip()
     if not body:
         return LoadError(where, None, doc_id, "empty file" if not text.strip() else "no text after the front matter")

@@ -315,6 +315,33 @@ def test_directory_bad_files(tmp_path):
     assert got["f_bad_date.md"].source == str(root / "f_bad_date.md")
 
 
+def test_front_matter_comments_toml_and_unclosed_blocks(tmp_path, caplog):
+    (tmp_path / "a_comment.md").write_text(
+        '---\ndate: 2021-01-01 # when it was written\ntitle: "Issue #4" # quoted\ntag: c#sharp\n---\nText.')
+    (tmp_path / "b_toml.md").write_text(
+        '+++\ntitle = "Release notes" # comment\ndate = 2022-07-08\ndraft = false\n[params]\ndate = 1999-01-01\n'
+        '+++\nBody.')
+    (tmp_path / "c_toml_quoted.md").write_text("+++\npublished_at = '2022-07-09T10:00:00+02:00'\n+++\nBody.")
+    (tmp_path / "d_unclosed.md").write_text("---\ndate: 2023-08-15\nno closing fence\n")
+    (tmp_path / "e_rule.md").write_text("---\nA Markdown rule, then text.\n")
+    (tmp_path / "f_year.md").write_text("---\ndate: 2021\n---\nText.")
+    with caplog.at_level("WARNING", logger="chronorag.ingest.loaders_dir"):
+        docs, errors = _split(load_directory(tmp_path))
+    by_name = {d.doc_id.rsplit("/", 1)[1]: d for d in docs}
+    a = by_name["a_comment.md"]
+    assert a.published_at == datetime(2021, 1, 1, tzinfo=UTC) and a.title == "Issue #4"
+    assert a.metadata == {"tag": "c#sharp", "date_from": "front_matter"}
+    b = by_name["b_toml.md"]
+    assert (b.published_at, b.title, b.text) == (datetime(2022, 7, 8, tzinfo=UTC), "Release notes", "Body.")
+    assert b.metadata == {"draft": "false", "date_from": "front_matter"}  # [params] keys are not top-level
+    assert by_name["c_toml_quoted.md"].published_at.isoformat() == "2022-07-09T10:00:00+02:00"
+    assert by_name["d_unclosed.md"].published_at is None and by_name["d_unclosed.md"].text.startswith("---")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'd_unclosed.md'}: front matter not closed; read as text (its date and title are not used)"]
+    (err,) = errors
+    assert err.doc_id.endswith("f_year.md") and "names a year or month but no day" in err.message
+
+
 def test_directory_naive_dates_use_default_zone(tmp_path):
     (tmp_path / "2023-08-11-x.md").write_text("text")
     (doc,) = load_directory(tmp_path, "Asia/Shanghai")
