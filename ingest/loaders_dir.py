@@ -62,7 +62,7 @@ def load_directory(path: str | os.PathLike, default_tz: str | tzinfo = UTC) -> I
     file name; other front-matter keys go into metadata, with ``date_from`` saying where the date came
     from. Undecodable, empty, unreadable files and bad front-matter dates are LoadErrors, and so are
     .txt/.md entries that are not regular files (a FIFO would block the read forever) and folders
-    below ``path`` that cannot be read (their files are not gone, only unread).
+    below ``path`` that cannot be read (doc_id ``notes/sub/``: their files are not gone, only unread).
     Symbolic links are never followed, to files or folders: each is skipped with a warning (a link
     to a file would store the same text twice, under a name that may not carry its date).
     Raises before iteration when ``path`` is not a readable directory.
@@ -101,14 +101,14 @@ def _shown(path: str | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _text_files(root: Path) -> Iterator[Path | LoadError]:
-    """Regular .txt/.md files (a folder's files, then its sub-folders), or LoadErrors for what
-    cannot be read; links are skipped with a warning."""
+def _text_files(root: Path) -> Iterator[Path | tuple[Path, str]]:
+    """.txt/.md files (a folder's files, then its sub-folders), or (folder, why it cannot be read);
+    links are skipped with a warning."""
     try:
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        yield LoadError(_shown(root), None, None, f"cannot read folder: {exc.strerror or exc}")
+        yield root, f"cannot read folder: {exc.strerror or exc}"
         return
     folders = []
     for entry in entries:
@@ -128,8 +128,10 @@ def _text_files(root: Path) -> Iterator[Path | LoadError]:
 
 def _iter_directory(root: Path, source_name: str, tz: tzinfo) -> Iterator[Document | LoadError]:
     for file in _text_files(root):
-        if isinstance(file, LoadError):
-            yield file
+        if isinstance(file, tuple):  # its doc_id, 'notes/sub/', keeps what it holds from --prune
+            folder, problem = file
+            below = unicodedata.normalize("NFC", f"{source_name}/{folder.relative_to(root).as_posix()}/")
+            yield LoadError(_shown(folder), None, below if _encodable(below) else None, problem)
             continue
         relative = file.relative_to(root).as_posix()
         if not _encodable(relative):

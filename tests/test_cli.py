@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from chronorag.cli import main
+from chronorag.config import load_settings
+from chronorag.engine import ChronoRAG
 
 
 @pytest.fixture
@@ -287,3 +289,37 @@ def test_folder_that_cannot_be_read_exits_2_with_one_line(env, capsys, monkeypat
     monkeypatch.setattr(os, "scandir", scandir)
     code, out, err = _run(capsys, "ingest", "notes", "--format", "dir", "--quiet")
     assert code == 2 and err == "chronorag: error: cannot read folder notes: Permission denied\n"
+
+
+def test_ingest_prune_deletes_what_the_folder_no_longer_holds(env, capsys):
+    notes = env / "notes"
+    (notes / "sub").mkdir(parents=True)
+    for name in ("keep.md", "gone.md", "broken.md", "sub/gone-too.md"):
+        (notes / name).write_text(f"Tram news, {name}.")
+    (env / "others.jsonl").write_text("\n".join(json.dumps({"id": i, "text": "Harbor news."}) for i in (
+        "notes_old/x.md", "notesXgone.md", "notes")) + "\n")  # look alike, but not the folder's ids
+    assert _run(capsys, "ingest", "others.jsonl", "--quiet")[0] == 0
+    code, out, _ = _run(capsys, "ingest", "notes", "--quiet")
+    assert code == 0 and "new=4" in out and "pruned" not in out
+    (notes / "gone.md").unlink()
+    (notes / "sub" / "gone-too.md").unlink()
+    (notes / "broken.md").write_bytes(b"caf\xe9")  # fails to load: its stored version stays
+    code, out, err = _run(capsys, "ingest", "notes", "--prune", "--json")
+    report = json.loads(out)
+    assert code == 3 and (report["unchanged"], report["failed"], report["pruned"]) == (1, 1, 2)
+    with ChronoRAG(load_settings(), create=False) as rag:
+        assert rag.store.doc_ids_with_prefix("") == [
+            "notes", "notes/broken.md", "notes/keep.md", "notesXgone.md", "notes_old/x.md"]
+    code, out, _ = _run(capsys, "ingest", "notes", "--format", "dir", "--prune", "--quiet")
+    assert code == 3 and out.strip().endswith("pruned=0")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["docs.jsonl", "--prune"], "--prune only applies to a folder"),
+    (["notes", "--prune", "--limit", "5"], "--prune cannot be combined with --limit"),
+])
+def test_ingest_prune_refuses_what_it_cannot_do_safely(env, capsys, argv, message):
+    (env / "notes").mkdir()
+    code, out, err = _run(capsys, "ingest", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+    assert not (env / "data").exists()  # refused before anything was written

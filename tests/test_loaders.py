@@ -488,6 +488,7 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_silence(tmp_path, monkeypa
     assert [d.doc_id for d in docs] == ["notes/open/y.md"]
     (err,) = errors
     assert (err.source, err.message) == (str(root / "closed"), "cannot read folder: Permission denied")
+    assert err.doc_id == "notes/closed/"  # what --prune must keep
     _unreadable(monkeypatch, root)
     with pytest.raises(PermissionError, match=f"cannot read folder {root}: Permission denied"):
         load_directory(root)
