@@ -130,7 +130,8 @@ def _iter_directory(root: Path, source_name: str, tz: tzinfo) -> Iterator[Docume
     for file in _text_files(root):
         if isinstance(file, tuple):  # its doc_id, 'notes/sub/', keeps what it holds from --prune
             folder, problem = file
-            below = unicodedata.normalize("NFC", f"{source_name}/{folder.relative_to(root).as_posix()}/")
+            inner = "" if folder == root else f"{folder.relative_to(root).as_posix()}/"
+            below = unicodedata.normalize("NFC", f"{source_name}/{inner}")
             yield LoadError(_shown(folder), None, below if _encodable(below) else None, problem)
             continue
         relative = file.relative_to(root).as_posix()

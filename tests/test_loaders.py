@@ -492,6 +492,11 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_silence(tmp_path, monkeypa
     _unreadable(monkeypatch, root)
     with pytest.raises(PermissionError, match=f"cannot read folder {root}: Permission denied"):
         load_directory(root)
+    monkeypatch.undo()
+    records = load_directory(root)
+    _unreadable(monkeypatch, root)  # readable when checked, not when walked
+    (err,) = records
+    assert err.doc_id == "notes/" and err.message == "cannot read folder: Permission denied"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permission bits")
