@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from chronorag.cli_args import UsageError, build_parser, parse_bound
@@ -49,12 +49,21 @@ def _looks_like_crud(path: Path) -> bool:
         return False
 
 
+def _noting_ids(records: Iterable, seen: set[str]) -> Iterator:
+    """``records`` unchanged, each id (loaded or failed) added to ``seen``: what --prune keeps."""
+    for record in records:
+        if isinstance(record.doc_id, str):
+            seen.add(record.doc_id)
+        yield record
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from itertools import islice
 
     from tqdm import tqdm
 
     from chronorag.ingest.loaders import guess_format, load
+    from chronorag.ingest.loaders_dir import id_prefix
 
     if not args.path.exists():
         raise UsageError(f"no such file or directory: {args.path}")
@@ -66,6 +75,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.format == "jsonl" and _looks_like_crud(args.path):
             print(f"chronorag: warning: {args.path} looks like raw CRUD-RAG lines; as JSONL their date "
                   "headers stay in the text and they get no dates (use --format crud)", file=sys.stderr)
+        if args.prune and fmt != "dir":
+            raise UsageError("--prune only applies to a folder (--format dir)")
+        if args.prune and args.limit is not None:
+            raise UsageError("--prune cannot be combined with --limit: a partial read would delete the rest")
         # CRUD-RAG is Chinese news: its naive times are Beijing time unless configured otherwise.
         default_tz = "Asia/Shanghai" if fmt == "crud" and settings.default_tz == "UTC" else settings.default_tz
         records = load(args.path, fmt, default_tz=default_tz)
@@ -73,6 +86,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.limit:
         records = islice(records, min(args.limit, sys.maxsize))
+    seen: set[str] = set()
+    if args.prune:
+        records = _noting_ids(records, seen)
     show = not args.quiet and not args.json
     with _open_engine(settings, create=True) as engine:
         bar = tqdm(desc="ingest", unit="doc", disable=not show, file=sys.stderr)
@@ -88,6 +104,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         finally:
             for b in (bar, *index_bars.values()):
                 b.close()
+        if args.prune:
+            report.pruned = len(engine.prune(id_prefix(args.path), seen))
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

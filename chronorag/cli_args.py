@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
     p.add_argument("--limit", type=int, help="ingest at most this many records")
+    p.add_argument("--prune", action="store_true",
+                   help="folders only: delete stored documents of this folder whose files are gone "
+                        "(a file that failed to load keeps its stored version)")
     p.add_argument("--workers", type=int, help="processes for chunking")
     p.add_argument("--no-dense", action="store_true",
                    help="skip embedding in this run (the dense index catches up on the next command that "

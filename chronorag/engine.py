@@ -275,6 +275,18 @@ class ChronoRAG:
         return deleted
 
     @_open_only
+    def prune(self, prefix: str, keep: Iterable[str]) -> list[str]:
+        """Delete the stored documents whose id starts with ``prefix`` (a folder's ``name/``) that are
+        not in ``keep``: what a re-read folder no longer holds. An id in ``keep`` ending with '/'
+        keeps every id below it (a sub-folder that could not be read). Returns the deleted ids."""
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("prefix must be a non-empty string (an empty one would match every document)")
+        keep = set(keep)
+        folders = tuple(k for k in keep if k.endswith("/"))
+        stale = [d for d in self.store.doc_ids_with_prefix(prefix) if d not in keep and not d.startswith(folders)]
+        return self.delete(stale) if stale else []
+
+    @_open_only
     def retrieve(
         self,
         question: str,

@@ -446,6 +446,16 @@ class Store:
             return None
         return Document(r[0], r[1], _from_iso(r[2]), r[3], r[4], json.loads(r[5]))
 
+    def doc_ids_with_prefix(self, prefix: str) -> list[str]:
+        """Stored document ids that start with ``prefix``, sorted. An exact prefix: LIKE would read
+        '%' and '_' in a folder's name as wildcards."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT doc_id FROM documents WHERE substr(doc_id, 1, ?) = ? ORDER BY doc_id",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
         with self._lock:
             rows = self._conn.execute(

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``) and undecodable bytes of a
+    file name (lone surrogates) as ``\\udcff``: printable, and always one line."""
+    text = _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 @dataclass(frozen=True)
 class Document:
@@ -28,9 +39,10 @@ class LoadError:
     message: str
 
     def __str__(self) -> str:
-        where = self.source + (f":{self.line}" if self.line is not None else "")
-        who = f" (doc {self.doc_id})" if self.doc_id else ""
-        return f"{where}{who}: {self.message}"
+        """One line, whatever characters the file's name holds."""
+        where = one_line(self.source) + (f":{self.line}" if self.line is not None else "")
+        who = f" (doc {one_line(self.doc_id)})" if self.doc_id else ""
+        return f"{where}{who}: {one_line(self.message)}"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,16 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def doc_id_problem(doc_id: str) -> str | None:
     """Why an id cannot be stored, or None. A NUL cannot be passed to `chronorag delete`, a newline
-    or tab breaks every line-oriented output."""
+    or tab breaks every line-oriented output, and a lone surrogate (a file name's undecodable byte)
+    cannot be written to SQLite: it would fail the whole batch."""
     if not doc_id.strip():
         return "empty 'id'"
     if _CONTROL_CHARS.search(doc_id):
         return f"'id' contains a control character: {doc_id!r}"
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"'id' is not valid Unicode: {exc.reason} at character {exc.start}: {doc_id!r}"
     if len(doc_id) > MAX_ID_CHARS:
         return f"'id' is longer than {MAX_ID_CHARS} characters"
     return None

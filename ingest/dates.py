@@ -65,6 +65,7 @@ _TIME_FORMS = [
     re.compile(r"\s*(?P<H>\d{1,2})\s*[时点](?:\s*(?P<M>\d{1,2})\s*分(?:\s*(?P<S>\d{1,2})\s*秒)?)?"),
 ]
 _TZ_OFFSET = re.compile(r"[+-]\d{1,2}(?::?\d{2})?")
+_YEAR_OR_MONTH = re.compile(r"\d{4}(?:[-/.]\d{1,2})?|\d{4}\s*年(?:\s*\d{1,2}\s*月)?")
 _TZ_SUFFIX = re.compile(r"\s*(?:(?P<utc>Z|UTC|GMT)|(?:UTC|GMT)?\s*(?P<off>[+-]\d{1,2}(?::?\d{2})?))$", re.I)
 
 
@@ -109,6 +110,9 @@ def parse_datetime(value: str, default_tz: tzinfo | str = UTC) -> datetime:
         if m:
             break
     else:
+        if _YEAR_OR_MONTH.fullmatch(text):  # picking the 1st would invent a day the source never gave
+            raise DateParseError(f"cannot read {value!r} as a date: it names a year or month but no day, "
+                                 "and no day is invented (give the full date, e.g. 2023-08-11)")
         raise DateParseError(
             f"cannot read {value!r} as a date (expected e.g. 2023-08-11, 2023-08-11T15:10:00+08:00, "
             "2023/08/11, 20230811, 2023年8月11日 15:10 or 11 Aug 2023)")

@@ -6,61 +6,26 @@ in its front matter or name is loaded undated rather than given a plausible-look
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
+import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
+from chronorag.ingest.front_matter import split_front_matter
 from chronorag.types import Document, LoadError
 
 TEXT_SUFFIXES = (".txt", ".md")
 DATE_KEYS = ("date", "published_at", "published", "pubdate")
-_FENCE = re.compile(r"(?:---|\.\.\.)[ \t]*")
-_KEY_VALUE = re.compile(r"([A-Za-z_][\w-]*)[ \t]*:[ \t]*(.*)")
 _HEADING = re.compile(r"#[ \t]+(.+?)[ \t#]*")
 # 2023-08-11-foo.md, 20230811_foo.txt, 2023_08_11 x.txt, report.2023.08.11.md: one separator, used twice.
 _NAME_DATE = re.compile(r"(?<!\d)(\d{4})([-_. ]?)(\d{2})\2(\d{2})(?!\d)")
-
-
-@dataclass
-class FrontMatter:
-    """The ``key: value`` lines of a leading ``---`` block, with where each key sat (1-based)."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)
-    body_start_line: int = 1  # first line after the closing fence
-
-
-def split_front_matter(text: str) -> tuple[FrontMatter, str]:
-    """(front matter, body). Only simple ``key: value`` lines are read (no PyYAML): list items,
-    indented continuations and comments are skipped. No closing fence means no front matter."""
-    lines = text.split("\n")
-    if not lines or lines[0].rstrip() != "---":
-        return FrontMatter(), text
-    for end in range(1, len(lines)):
-        if _FENCE.fullmatch(lines[end]):
-            break
-    else:
-        return FrontMatter(), text
-    fm = FrontMatter(body_start_line=end + 2)
-    for i in range(1, end):
-        m = _KEY_VALUE.fullmatch(lines[i].rstrip())
-        if m is None or lines[i][:1].isspace():
-            continue
-        key, value = m.group(1).lower(), _unquote(m.group(2).strip())
-        fm.values[key] = value
-        fm.lines[key] = i + 1
-    return fm, "\n".join(lines[end + 1:])
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
+log = logging.getLogger(__name__)
 
 
 def filename_date(name: str, tz: tzinfo) -> datetime | None:
@@ -90,37 +55,101 @@ def load_directory(path: str | os.PathLike, default_tz: str | tzinfo = UTC) -> I
 
     doc_id is the directory's name and the file's path below it, with '/' separators
     (``notes/2023/a.md``): stable wherever the folder is mounted, and two folders that both hold an
-    ``index.md`` do not overwrite each other's document. source is the directory's name.
+    ``index.md`` do not overwrite each other's document. source is the directory's name. Ids are
+    NFC-normalised, so a name written decomposed (as macOS does) and composed is one document; a
+    file whose name is not valid UTF-8 is a LoadError showing its bytes escaped (``bad\\xff.md``).
     Dates come from front matter (``date``/``published_at``/``published``/``pubdate``) or else the
     file name; other front-matter keys go into metadata, with ``date_from`` saying where the date came
-    from. Undecodable, empty, unreadable files and bad front-matter dates are LoadErrors.
+    from. Undecodable, empty, unreadable files and bad front-matter dates are LoadErrors, and so are
+    .txt/.md entries that are not regular files (a FIFO would block the read forever) and folders
+    below ``path`` that cannot be read (doc_id ``notes/sub/``: their files are not gone, only unread).
+    Symbolic links are never followed, to files or folders: each is skipped with a warning (a link
+    to a file would store the same text twice, under a name that may not carry its date).
+    Raises before iteration when ``path`` is not a readable directory.
     """
     root = Path(path)
     if not root.is_dir():
-        raise NotADirectoryError(f"not a directory: {root}")
-    return _iter_directory(root, resolve_tz(default_tz))
+        raise NotADirectoryError(f"not a directory: {_shown(root)}")
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as exc:  # not a per-file problem: nothing under it can be read
+        raise type(exc)(f"cannot read folder {_shown(root)}: {exc.strerror or exc}") from None
+    prefix = id_prefix(root)
+    return _iter_directory(root, prefix.removesuffix("/"), resolve_tz(default_tz))
 
 
-def _text_files(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(TEXT_SUFFIXES):
-                yield Path(dirpath) / name
+def id_prefix(path: str | os.PathLike) -> str:
+    """``'<folder name>/'``: what every id of a document loaded from the folder ``path`` starts with.
+    Raises ValueError for a folder name that is not valid UTF-8 (no id could be stored)."""
+    name = Path(path).resolve().name
+    if not _encodable(name):
+        raise ValueError(f"folder name is not valid UTF-8: {_shown(name)}")
+    return unicodedata.normalize("NFC", name) + "/"
 
 
-def _iter_directory(root: Path, tz: tzinfo) -> Iterator[Document | LoadError]:
-    source_name = root.resolve().name
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's lone surrogates for undecodable bytes
+        return False
+    return True
+
+
+def _shown(path: str | os.PathLike) -> str:
+    """A path as text for messages: undecodable bytes of its name escaped, never a lone surrogate."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _text_files(root: Path) -> Iterator[Path | tuple[Path, str]]:
+    """.txt/.md files (a folder's files, then its sub-folders), or (folder, why it cannot be read);
+    links are skipped with a warning."""
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield root, f"cannot read folder: {exc.strerror or exc}"
+        return
+    folders = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = Path(entry.path)
+        if entry.is_symlink():
+            if entry.is_dir() or entry.name.lower().endswith(TEXT_SUFFIXES):
+                log.warning("skipping symbolic link %s: links are not followed", _shown(path))
+        elif entry.is_dir(follow_symlinks=False):
+            folders.append(path)
+        elif entry.name.lower().endswith(TEXT_SUFFIXES):
+            yield path
+    for folder in folders:
+        yield from _text_files(folder)
+
+
+def _iter_directory(root: Path, source_name: str, tz: tzinfo) -> Iterator[Document | LoadError]:
     for file in _text_files(root):
-        yield _load_file(file, f"{source_name}/{file.relative_to(root).as_posix()}", source_name, tz)
+        if isinstance(file, tuple):  # its doc_id, 'notes/sub/', keeps what it holds from --prune
+            folder, problem = file
+            inner = "" if folder == root else f"{folder.relative_to(root).as_posix()}/"
+            below = unicodedata.normalize("NFC", f"{source_name}/{inner}")
+            yield LoadError(_shown(folder), None, below if _encodable(below) else None, problem)
+            continue
+        relative = file.relative_to(root).as_posix()
+        if not _encodable(relative):
+            yield LoadError(_shown(file), None, None, "file name is not valid UTF-8; rename the file")
+            continue
+        doc_id = unicodedata.normalize("NFC", f"{source_name}/{relative}")
+        yield _load_file(file, doc_id, source_name, tz)
 
 
 def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Document | LoadError:
-    where = str(file)
+    where = _shown(file)
     problem = doc_id_problem(doc_id)
     if problem:
         return LoadError(where, None, None, f"file path unusable as an id: {problem}")
     try:
+        if not stat.S_ISREG(os.lstat(file).st_mode):  # a FIFO or device: opening it may block forever
+            return LoadError(where, None, doc_id, "not a regular file")
         raw = file.read_bytes()
     except OSError as exc:
         return LoadError(where, None, doc_id, f"cannot read file: {exc.strerror or exc}")
@@ -134,6 +163,8 @@ def _load_file(file: Path, doc_id: str, source_name: str, tz: tzinfo) -> Documen
         return LoadError(where, line, doc_id, f"not valid UTF-8: byte 0x{raw[exc.start]:02x}")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     fm, body = split_front_matter(text)
+    if fm.unclosed:
+        log.warning("%s: front matter not closed; read as text (its date and title are not used)", where)
     body = body.strip()
     if not body:
         return LoadError(where, None, doc_id, "empty file" if not text.strip() else "no text after the front matter")

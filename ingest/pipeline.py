@@ -29,6 +29,7 @@ class IngestReport:
     unchanged: int = 0
     failed: int = 0
     chunks: int = 0
+    pruned: int | None = None  # documents deleted because their folder no longer holds them (--prune)
     errors: list[LoadError] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -40,9 +41,10 @@ class IngestReport:
         return self.new + self.changed + self.unchanged
 
     def summary_line(self) -> str:
+        pruned = f" pruned={self.pruned}" if self.pruned is not None else ""
         return (
             f"docs new={self.new} changed={self.changed} unchanged={self.unchanged} "
-            f"failed={self.failed} chunks_written={self.chunks}"
+            f"failed={self.failed} chunks_written={self.chunks}{pruned}"
         )
 
     def to_dict(self) -> dict:
@@ -52,6 +54,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "failed": self.failed,
             "chunks_written": self.chunks,
+            "pruned": self.pruned,
             "errors": [
                 {"source": e.source, "line": e.line, "doc_id": e.doc_id, "message": e.message}
                 for e in self.errors

@@ -1,10 +1,13 @@
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from chronorag.cli import main
+from chronorag.config import load_settings
+from chronorag.engine import ChronoRAG
 
 
 @pytest.fixture
@@ -261,3 +264,62 @@ def test_bounds_at_the_end_of_the_calendar(env, capsys):
     assert code == 0 and json.loads(out)["results"] == []
     code, out, err = _run(capsys, "graph", "period", "9999", "--json")
     assert code == 0 and json.loads(out)["n_facts"] == 0, err
+
+
+def test_folder_with_an_undecodable_file_name_loses_only_that_file(env, capsys):
+    notes = env / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Tram news from the council.")
+    with open(os.path.join(os.fsencode(notes), b"bad\xff.md"), "wb") as fh:
+        fh.write(b"Harbor news.")
+    code, out, err = _run(capsys, "ingest", "notes", "--quiet")
+    assert code == 3 and "new=1" in out and "failed=1" in out
+    assert err.splitlines() == ["skipped notes/bad\\xff.md: file name is not valid UTF-8; rename the file"]
+
+
+def test_folder_that_cannot_be_read_exits_2_with_one_line(env, capsys, monkeypatch):
+    (env / "notes").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fsdecode(path) == "notes":
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, err = _run(capsys, "ingest", "notes", "--format", "dir", "--quiet")
+    assert code == 2 and err == "chronorag: error: cannot read folder notes: Permission denied\n"
+
+
+def test_ingest_prune_deletes_what_the_folder_no_longer_holds(env, capsys):
+    notes = env / "notes"
+    (notes / "sub").mkdir(parents=True)
+    for name in ("keep.md", "gone.md", "broken.md", "sub/gone-too.md"):
+        (notes / name).write_text(f"Tram news, {name}.")
+    (env / "others.jsonl").write_text("\n".join(json.dumps({"id": i, "text": "Harbor news."}) for i in (
+        "notes_old/x.md", "notesXgone.md", "notes")) + "\n")  # look alike, but not the folder's ids
+    assert _run(capsys, "ingest", "others.jsonl", "--quiet")[0] == 0
+    code, out, _ = _run(capsys, "ingest", "notes", "--quiet")
+    assert code == 0 and "new=4" in out and "pruned" not in out
+    (notes / "gone.md").unlink()
+    (notes / "sub" / "gone-too.md").unlink()
+    (notes / "broken.md").write_bytes(b"caf\xe9")  # fails to load: its stored version stays
+    code, out, err = _run(capsys, "ingest", "notes", "--prune", "--json")
+    report = json.loads(out)
+    assert code == 3 and (report["unchanged"], report["failed"], report["pruned"]) == (1, 1, 2)
+    with ChronoRAG(load_settings(), create=False) as rag:
+        assert rag.store.doc_ids_with_prefix("") == [
+            "notes", "notes/broken.md", "notes/keep.md", "notesXgone.md", "notes_old/x.md"]
+    code, out, _ = _run(capsys, "ingest", "notes", "--format", "dir", "--prune", "--quiet")
+    assert code == 3 and out.strip().endswith("pruned=0")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["docs.jsonl", "--prune"], "--prune only applies to a folder"),
+    (["notes", "--prune", "--limit", "5"], "--prune cannot be combined with --limit"),
+])
+def test_ingest_prune_refuses_what_it_cannot_do_safely(env, capsys, argv, message):
+    (env / "notes").mkdir()
+    code, out, err = _run(capsys, "ingest", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+    assert not (env / "data").exists()  # refused before anything was written

@@ -73,7 +73,9 @@ def test_naive_values_take_the_default_zone_and_aware_ones_keep_theirs():
     ("2023-08-11 tomorrow", "unexpected 'tomorrow'"),
     ("7月28日", "cannot read"),          # no year: never guessed
     ("08-11", "cannot read"),
-    ("2023-08", "cannot read"),           # a month is not a timestamp (timebounds handles periods)
+    ("2023-08", "names a year or month but no day, and no day is invented"),  # timebounds reads periods
+    ("2023", "no day is invented"),
+    ("2023年8月", "no day is invented"),
     ("2023-08-11 13:00 pm", "am/pm"),
     ("2023-08-11T10:00+25:00", "out of range"),
 ])

@@ -98,6 +98,24 @@ def test_documents_built_in_code_get_the_loaders_checks(rag):
     assert rag.store.counts()["documents"] == 1
 
 
+def test_an_id_with_a_lone_surrogate_fails_alone(rag):
+    docs = [Document("bad\udcff.md", "Text about rivers.", None), Document("good", "Text about harbors.", None)]
+    report = rag.insert(docs)
+    assert (report.new, report.failed) == (1, 1)
+    assert report.errors[0].message.startswith("'id' is not valid Unicode: surrogates not allowed")
+    assert rag.store.get_document("good") is not None
+
+
+def test_prune_deletes_a_folder_s_ids_outside_keep(rag):
+    ids = ["notes/a.md", "notes/b.md", "notes/closed/c.md", "notes/closed/d/e.md", "notes_x/a.md", "other"]
+    rag.insert([Document(i, f"Text about rivers {n}.", None) for n, i in enumerate(ids)])
+    assert rag.prune("notes/", {"notes/a.md", "notes/closed/"}) == ["notes/b.md"]
+    assert sorted(rag.store.doc_ids_with_prefix("")) == sorted(set(ids) - {"notes/b.md"})
+    assert rag.prune("notes/", ["notes/a.md", "notes/closed/", "notes/closed/c.md"]) == []
+    with pytest.raises(ValueError, match="non-empty"):
+        rag.prune("", [])
+
+
 def test_index_progress_counts_chunks_per_index(rag):
     seen: dict[str, int] = {}
     rag.insert(_docs(), index_progress=lambda name, n: seen.__setitem__(name, seen.get(name, 0) + n))

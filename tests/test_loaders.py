@@ -1,6 +1,8 @@
+import contextlib
 import gzip
 import json
 import os
+import signal
 import tracemalloc
 import types
 from datetime import datetime, timedelta, timezone
@@ -313,6 +315,33 @@ def test_directory_bad_files(tmp_path):
     assert got["f_bad_date.md"].source == str(root / "f_bad_date.md")
 
 
+def test_front_matter_comments_toml_and_unclosed_blocks(tmp_path, caplog):
+    (tmp_path / "a_comment.md").write_text(
+        '---\ndate: 2021-01-01 # when it was written\ntitle: "Issue #4" # quoted\ntag: c#sharp\n---\nText.')
+    (tmp_path / "b_toml.md").write_text(
+        '+++\ntitle = "Release notes" # comment\ndate = 2022-07-08\ndraft = false\n[params]\ndate = 1999-01-01\n'
+        '+++\nBody.')
+    (tmp_path / "c_toml_quoted.md").write_text("+++\npublished_at = '2022-07-09T10:00:00+02:00'\n+++\nBody.")
+    (tmp_path / "d_unclosed.md").write_text("---\ndate: 2023-08-15\nno closing fence\n")
+    (tmp_path / "e_rule.md").write_text("---\nA Markdown rule, then text.\n")
+    (tmp_path / "f_year.md").write_text("---\ndate: 2021\n---\nText.")
+    with caplog.at_level("WARNING", logger="chronorag.ingest.loaders_dir"):
+        docs, errors = _split(load_directory(tmp_path))
+    by_name = {d.doc_id.rsplit("/", 1)[1]: d for d in docs}
+    a = by_name["a_comment.md"]
+    assert a.published_at == datetime(2021, 1, 1, tzinfo=UTC) and a.title == "Issue #4"
+    assert a.metadata == {"tag": "c#sharp", "date_from": "front_matter"}
+    b = by_name["b_toml.md"]
+    assert (b.published_at, b.title, b.text) == (datetime(2022, 7, 8, tzinfo=UTC), "Release notes", "Body.")
+    assert b.metadata == {"draft": "false", "date_from": "front_matter"}  # [params] keys are not top-level
+    assert by_name["c_toml_quoted.md"].published_at.isoformat() == "2022-07-09T10:00:00+02:00"
+    assert by_name["d_unclosed.md"].published_at is None and by_name["d_unclosed.md"].text.startswith("---")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'd_unclosed.md'}: front matter not closed; read as text (its date and title are not used)"]
+    (err,) = errors
+    assert err.doc_id.endswith("f_year.md") and "names a year or month but no day" in err.message
+
+
 def test_directory_naive_dates_use_default_zone(tmp_path):
     (tmp_path / "2023-08-11-x.md").write_text("text")
     (doc,) = load_directory(tmp_path, "Asia/Shanghai")
@@ -333,6 +362,14 @@ def test_two_folders_with_the_same_file_names_keep_separate_ids(tmp_path):
     results = list(load_directory(tmp_path / "notes"))
     assert [r.doc_id for r in results] == ["notes/index.md", None]
     assert "control character" in results[1].message
+
+
+def test_a_load_error_is_one_line_whatever_the_file_name(tmp_path):
+    (tmp_path / "line\nbreak\x1b.md").write_text("text")
+    (err,) = load_directory(tmp_path)
+    shown = str(err)
+    assert shown.count("\n") == 0 and "line\\nbreak\\x1b.md" in shown
+    assert str(LoadError("a\udcffb.md", 2, "x\ty", "bad\nthing")) == "a\\udcffb.md:2 (doc x\\ty): bad\\nthing"
 
 
 # --- the shipped sample corpus ------------------------------------------------------------------
@@ -359,3 +396,116 @@ def test_corrupt_gzip_is_a_load_error_not_a_crash(tmp_path):
     path.write_bytes(b"this is not gzip data at all\n")
     docs, errors = _split(load(path))
     assert docs == [] and len(errors) == 1 and "cannot read" in errors[0].message
+
+
+# --- what a folder may hold besides text files ------------------------------------------------------
+
+def test_a_file_name_that_is_not_utf8_fails_alone(tmp_path):
+    root = tmp_path / "notes"
+    root.mkdir()
+    (root / "a.md").write_text("Alpha.")
+    with open(os.path.join(os.fsencode(root), b"bad\xff.md"), "wb") as fh:
+        fh.write(b"Bravo.")
+    docs, errors = _split(load_directory(root))
+    assert [d.doc_id for d in docs] == ["notes/a.md"]
+    (err,) = errors
+    assert err.source == f"{root}/bad\\xff.md" and err.doc_id is None
+    assert "file name is not valid UTF-8" in err.message
+
+
+def test_ids_are_nfc_whatever_form_the_file_name_is_in(tmp_path):
+    root = tmp_path / "cafe\u0301"  # decomposed, as macOS writes names
+    root.mkdir()
+    (root / "re\u0301sume\u0301.md").write_text("text")
+    (doc,) = load_directory(root)
+    assert doc.doc_id == "caf\u00e9/r\u00e9sum\u00e9.md" and doc.source == "caf\u00e9"
+
+
+def test_symbolic_links_are_never_followed_and_say_so(tmp_path, caplog):
+    root, outside = tmp_path / "notes", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "2023-08-11-real.md").write_text("Real text.")
+    (outside / "elsewhere.md").write_text("Outside text.")
+    (root / "alias.md").symlink_to(root / "2023-08-11-real.md")
+    (root / "linked-dir").symlink_to(outside)
+    (root / "sub" / "dangling.txt").symlink_to(tmp_path / "missing.txt")
+    (root / "picture.png").symlink_to(root / "2023-08-11-real.md")  # not a text name: not mentioned
+    with caplog.at_level("WARNING", logger="chronorag.ingest.loaders_dir"):
+        docs, errors = _split(load_directory(root))
+    assert [d.doc_id for d in docs] == ["notes/2023-08-11-real.md"] and errors == []
+    warned = sorted(r.getMessage() for r in caplog.records)
+    assert warned == [f"skipping symbolic link {root / p}: links are not followed"
+                      for p in ("alias.md", "linked-dir", "sub/dangling.txt")]
+
+
+@contextlib.contextmanager
+def _fails_after(seconds: float):
+    """A hang becomes a TimeoutError (SIGALRM interrupts a blocking open)."""
+    def alarm(signum, frame):
+        raise TimeoutError("hung")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_with_a_text_name_is_never_opened(tmp_path):
+    (tmp_path / "a.md").write_text("Alpha.")
+    os.mkfifo(tmp_path / "pipe.md")
+    with _fails_after(5):
+        docs, errors = _split(load_directory(tmp_path))
+    assert len(docs) == 1
+    (err,) = errors
+    assert err.source == str(tmp_path / "pipe.md") and err.message == "not a regular file"
+
+
+def _unreadable(monkeypatch, *folders: Path) -> None:
+    """os.scandir fails on ``folders`` as it does for a chmod 000 folder (tests run as root, which
+    permission bits do not stop)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(os.fsdecode(path)) in folders:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_silence(tmp_path, monkeypatch):
+    root = tmp_path / "notes"
+    (root / "closed").mkdir(parents=True)
+    (root / "open").mkdir()
+    (root / "closed" / "x.md").write_text("hidden from us")
+    (root / "open" / "y.md").write_text("Readable.")
+    _unreadable(monkeypatch, root / "closed")
+    docs, errors = _split(load_directory(root))
+    assert [d.doc_id for d in docs] == ["notes/open/y.md"]
+    (err,) = errors
+    assert (err.source, err.message) == (str(root / "closed"), "cannot read folder: Permission denied")
+    assert err.doc_id == "notes/closed/"  # what --prune must keep
+    _unreadable(monkeypatch, root)
+    with pytest.raises(PermissionError, match=f"cannot read folder {root}: Permission denied"):
+        load_directory(root)
+    monkeypatch.undo()
+    records = load_directory(root)
+    _unreadable(monkeypatch, root)  # readable when checked, not when walked
+    (err,) = records
+    assert err.doc_id == "notes/" and err.message == "cannot read folder: Permission denied"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permission bits")
+def test_a_chmod_000_folder_is_an_error(tmp_path):
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed" / "x.md").write_text("text")
+    (tmp_path / "closed").chmod(0)
+    try:
+        (err,) = load_directory(tmp_path)
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+    assert err.message == "cannot read folder: Permission denied"

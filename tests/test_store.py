@@ -40,6 +40,15 @@ def test_new_unchanged_changed(store):
     ]
 
 
+def test_doc_ids_with_prefix_is_an_exact_prefix(store):
+    for doc_id in ("my_notes/a.md", "my_notes/b/c.md", "myXnotes/a.md", "my_notes-old/a.md", "100%/a.md",
+                   "100x/a.md", "MY_NOTES/a.md", "my_notes"):
+        _write(store, _doc(doc_id), "h", n_chunks=1)
+    assert store.doc_ids_with_prefix("my_notes/") == ["my_notes/a.md", "my_notes/b/c.md"]
+    assert store.doc_ids_with_prefix("100%/") == ["100%/a.md"]  # neither '_' nor '%' is a wildcard
+    assert store.doc_ids_with_prefix("none/") == []
+
+
 def test_delete_removes_chunks_embeddings_and_logs(store):
     _write(store, _doc("a"), "h")
     _write(store, _doc("b"), "h")
