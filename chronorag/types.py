@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: none belongs in one line of output
 
 
 def one_line(text: str) -> str:
     """``text`` with control characters escaped (``\\n``, ``\\x1b``) and undecodable bytes of a
     file name (lone surrogates) as ``\\udcff``: printable, and always one line."""
-    text = _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    text = CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

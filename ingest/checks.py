@@ -5,13 +5,11 @@ like a naive date, every later catch-up of the graph)."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 
-from chronorag.types import Document
+from chronorag.types import CONTROL_CHARS, Document
 
 MAX_ID_CHARS = 1024
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def doc_id_problem(doc_id: str) -> str | None:
@@ -20,7 +18,7 @@ def doc_id_problem(doc_id: str) -> str | None:
     cannot be written to SQLite: it would fail the whole batch."""
     if not doc_id.strip():
         return "empty 'id'"
-    if _CONTROL_CHARS.search(doc_id):
+    if CONTROL_CHARS.search(doc_id):
         return f"'id' contains a control character: {doc_id!r}"
     try:
         doc_id.encode("utf-8")
