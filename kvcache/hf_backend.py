@@ -148,7 +148,10 @@ class HFGenerator(Generator):
         self._prefixes.move_to_end(key)
         return buf
 
-    def _chunk_kv(self, chunk_id: Any, prefix_ids: list[int], ids: list[int], report: CacheReport, timings: Timings) -> ChunkKV:
+    def _chunk_kv(self, chunk_id: Any, prefix_ids: list[int], ids: list[int], report: CacheReport, timings: Timings,
+                  strict: bool = False) -> ChunkKV:
+        """The chunk's KV from the store, else computed and stored; ``strict``: a failed disk write
+        raises OSError instead of a warning."""
         key = chunk_key(self._loaded.model_id, self._loaded.tokenizer_id, prefix_ids, ids)
         kv = self.store.get(key)
         if kv is not None:
@@ -159,26 +162,33 @@ class HFGenerator(Generator):
         kv = compute_chunk_kv(self._runner, self._prefix_buffer(prefix_ids), ids)
         if kv.k.dtype != self.store_dtype:
             kv = ChunkKV(kv.k.to(self.store_dtype), kv.v.to(self.store_dtype), kv.compute_s)
-        self.store.put(key, ChunkKV(kv.k.cpu(), kv.v.cpu(), kv.compute_s), chunk_id)
+        self.store.put(key, ChunkKV(kv.k.cpu(), kv.v.cpu(), kv.compute_s), chunk_id, strict=strict)
         timings.chunk_compute_s += time.perf_counter() - t0
         return kv
 
     def warm(self, chunks: Iterable[ChunkRef], system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> int:
-        """Compute and store KV for chunks not cached yet (behind this system prompt's prefix)."""
+        """Compute and store KV for chunks not cached yet (behind this system prompt's prefix).
+
+        Cached entries are read back and checked (damaged ones are recomputed). Storing is the point
+        of warming, so a disk tier that cannot be written (read-only, full) is a GenerationError
+        naming the directory; chunks stored before it stay stored."""
         with self._lock:
             self._ensure_loaded()
             if self._runner is None:
                 return 0
             tok = self._loaded.tokenizer
             prefix_ids = encode_prefix(tok, system_prompt, self.layout)
-            computed = 0
+            report = CacheReport()
             for chunk_id, text in chunks:
                 ids = encode_chunk(tok, text, self.layout)
-                key = chunk_key(self._loaded.model_id, self._loaded.tokenizer_id, prefix_ids, ids)
-                if ids and not self.store.contains(key):
-                    self._chunk_kv(chunk_id, prefix_ids, ids, CacheReport(), Timings())
-                    computed += 1
-            return computed
+                if not ids:
+                    continue
+                try:
+                    self._chunk_kv(chunk_id, prefix_ids, ids, report, Timings(), strict=True)
+                except OSError as exc:
+                    where = self.store.disk.dir if self.store.disk is not None else "the KV cache"
+                    raise GenerationError(f"cannot store chunk KV in {where}: {exc.strerror or exc}") from None
+            return report.chunk_misses
 
     def drop(self, chunk_ids: Iterable[Any]) -> int:
         removed = self.store.drop(chunk_ids)

@@ -6,6 +6,7 @@ import pytest
 
 import chronorag.kvcache as kvcache
 from chronorag.cli import main
+from chronorag.kvcache import kv_file
 from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
 
@@ -108,3 +109,21 @@ def test_a_missing_model_is_a_one_line_error(env, capsys, monkeypatch, tmp_path,
     monkeypatch.setenv("CHRONORAG_MODEL", str(tmp_path / "no-such-model.gguf"))
     code, _, err = _run(capsys, *argv)
     assert code == 2 and "no-such-model.gguf not found" in err and len(err.strip().splitlines()) == 1
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("chronorag: warning:")]
+
+
+def test_an_unwritable_kv_cache_answers_with_one_warning_and_warm_fails(env, capsys, monkeypatch):
+    def denied(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kv_file, "write_atomic", denied)  # what a read-only kvcache/ folder does
+    code, out, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--top-k", "2", "--json",
+                          "--max-new-tokens", "4")
+    assert code == 0 and json.loads(out)["cache"]["chunk_misses"] == 2
+    assert len(_warnings(err)) == 1 and "cannot store chunk KV" in err and "Permission denied" in err
+    code, _, err = _run(capsys, "kv", "warm", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"chronorag: error: cannot store chunk KV in {env[-1].store.disk.dir}: Permission denied"]

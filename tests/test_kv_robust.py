@@ -1,0 +1,66 @@
+"""The hf generator over a damaged, foreign or unwritable disk tier, and prompts that overflow the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chronorag.kvcache import kv_file
+from chronorag.kvcache.generator import GenerationError, GenerationRequest
+from chronorag.kvcache.hf_backend import HFGenerator
+from chronorag.kvcache.testing import CharTokenizer, tiny_model
+
+CHUNKS = [(11, "Northwind opened a plant in 2019."), (12, "The CEO in 2021 was Ada Park."), (13, "Sales rose by 4%.")]
+QUESTION = "Who was CEO?"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(layers=3, seed=7)
+
+
+def _gen(model, **opts) -> HFGenerator:
+    return HFGenerator.from_model(model, CharTokenizer(), model_id="tiny-7", **opts)
+
+
+def _answer(gen) -> tuple[list[int], object]:
+    result = gen.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=6))
+    return result.token_ids, result.cache
+
+
+def _file_of(gen, chunk_id):
+    (key,) = gen.store.keys_for(chunk_id)
+    return gen.store.disk._path(key)
+
+
+def _flip(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_entries_are_recomputed_by_answer_and_by_warm(model, tmp_path, caplog):
+    reference, _ = _answer(_gen(model))
+    gen = _gen(model, disk_dir=str(tmp_path))
+    assert gen.warm(CHUNKS) == 3
+    _flip(_file_of(gen, 12))
+    tokens, cache = _answer(_gen(model, disk_dir=str(tmp_path)))  # a new process reads the disk tier
+    assert tokens == reference and (cache.chunk_hits, cache.chunk_misses) == (2, 1)
+    assert sum("damaged KV file" in r.getMessage() for r in caplog.records) == 1
+    _flip(_file_of(gen, 13))
+    assert _gen(model, disk_dir=str(tmp_path)).warm(CHUNKS) == 1  # warm re-checks what it finds
+    assert _answer(_gen(model, disk_dir=str(tmp_path)))[1].chunk_misses == 0
+
+
+def _unwritable(*_args, **_kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_an_unwritable_disk_tier_answers_but_warm_fails(model, tmp_path, monkeypatch, caplog):
+    reference, _ = _answer(_gen(model))
+    monkeypatch.setattr(kv_file, "write_atomic", _unwritable)
+    gen = _gen(model, disk_dir=str(tmp_path))
+    assert _answer(gen)[0] == reference and _answer(gen)[1].chunk_hits == 3  # the memory tier still serves
+    assert sum("cannot store chunk KV" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(GenerationError, match=f"cannot store chunk KV in {tmp_path}: No space left on device"):
+        _gen(model, disk_dir=str(tmp_path)).warm(CHUNKS)
