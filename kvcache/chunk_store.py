@@ -218,6 +218,15 @@ class DiskTier:
         return self.policy.used
 
 
+def _mismatch(kv: ChunkKV, shape: tuple[int, ...], dtype: torch.dtype | None) -> str | None:
+    got = (tuple(kv.k.shape), tuple(kv.v.shape))
+    if got != (shape, shape):
+        return f"shape {got[0]}/{got[1]}, expected {shape}"
+    if dtype is not None and (kv.k.dtype, kv.v.dtype) != (dtype, dtype):
+        return f"dtype {kv.k.dtype}/{kv.v.dtype}, expected {dtype}"
+    return None
+
+
 @dataclass
 class StoreStats:
     memory_hits: int = 0
@@ -257,7 +266,9 @@ class ChunkStore:
             for key, m in self.disk.policy.meta.items():
                 self._by_chunk.setdefault(m.chunk_id, set()).add(key)
 
-    def get(self, key: str) -> ChunkKV | None:
+    def get(self, key: str, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> ChunkKV | None:
+        """The entry, or None; one whose keys or values are not ``shape``/``dtype`` (a foreign file,
+        another model's) is dropped with a warning and counts as a miss, so the caller recomputes."""
         with self._lock:
             kv = self.memory.get(key)
             in_memory = kv is not None
@@ -265,6 +276,12 @@ class ChunkStore:
                 kv = self.disk.get(key)
                 if kv is None:  # a damaged or vanished file, dropped by the disk tier
                     self._discard(key)
+            if kv is not None and shape is not None:
+                problem = _mismatch(kv, tuple(shape), dtype)
+                if problem is not None:
+                    log.warning("dropping cached KV %s: %s; the chunk's KV is recomputed", key[:12], problem)
+                    self._discard(key)
+                    kv = None
             if kv is None:
                 self._stats.misses += 1
                 self._prune()

@@ -150,10 +150,11 @@ class HFGenerator(Generator):
 
     def _chunk_kv(self, chunk_id: Any, prefix_ids: list[int], ids: list[int], report: CacheReport, timings: Timings,
                   strict: bool = False) -> ChunkKV:
-        """The chunk's KV from the store, else computed and stored; ``strict``: a failed disk write
-        raises OSError instead of a warning."""
+        """The chunk's KV from the store (checked against this model's shape), else computed and
+        stored; ``strict``: a failed disk write raises OSError instead of a warning."""
         key = chunk_key(self._loaded.model_id, self._loaded.tokenizer_id, prefix_ids, ids)
-        kv = self.store.get(key)
+        r = self._runner
+        kv = self.store.get(key, (r.n_layers, r.n_kv_heads, len(ids), r.head_dim), self.store_dtype)
         if kv is not None:
             report.chunk_hits += 1
             return kv

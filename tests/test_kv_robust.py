@@ -52,6 +52,27 @@ def test_damaged_entries_are_recomputed_by_answer_and_by_warm(model, tmp_path, c
     assert _answer(_gen(model, disk_dir=str(tmp_path)))[1].chunk_misses == 0
 
 
+@pytest.mark.parametrize("reshape", [
+    lambda t: t[:, :, :-3],  # fewer tokens than the chunk has
+    lambda t: torch.cat([t, t], dim=1),  # another model's KV heads
+    lambda t: t[:-1],  # layers
+    lambda t: t[..., :8],  # head dim
+    lambda t: t.float(),  # dtype (the store keeps bfloat16 for this fp32 model)
+])
+def test_a_valid_file_of_the_wrong_shape_is_dropped_and_recomputed(model, tmp_path, caplog, reshape):
+    reference, _ = _answer(_gen(model))
+    gen = _gen(model, disk_dir=str(tmp_path))
+    gen.warm(CHUNKS)
+    path = _file_of(gen, 11)
+    k, v, md = kv_file.read(path)
+    meta = {name: md[name] for name in ("chunk_id", "compute_s", "hits")}
+    path.write_bytes(kv_file.encode(reshape(k), reshape(v), meta))  # checksum and format are fine
+    for _ in range(2):  # healed after the first time
+        tokens, cache = _answer(_gen(model, disk_dir=str(tmp_path)))
+        assert tokens == reference
+    assert sum("dropping cached KV" in r.getMessage() for r in caplog.records) == 1
+
+
 def _unwritable(*_args, **_kwargs):
     raise OSError(28, "No space left on device")
 

@@ -217,3 +217,17 @@ def test_start_up_removes_only_stale_temp_files(tmp_path):
     (tmp_path / ".tmp-fresh.kv").write_bytes(b"being written by a live process")
     DiskTier(tmp_path, 1 << 20)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-fresh.kv", "def.tmp"]
+
+
+@pytest.mark.parametrize("shape, dtype, problem", [
+    ((2, 2, 9, 4), torch.float32, "shape"),
+    ((2, 3, 8, 4), torch.float32, "shape"),
+    ((2, 2, 8, 4), torch.bfloat16, "dtype"),
+])
+def test_an_entry_of_the_wrong_shape_or_dtype_is_dropped(tmp_path, caplog, shape, dtype, problem):
+    store = ChunkStore(disk_dir=tmp_path, disk_bytes=1 << 20)
+    store.put("k", _kv(tokens=8), 5)
+    assert store.get("k", (2, 2, 8, 4), torch.float32) is not None
+    assert store.get("k", shape, dtype) is None
+    assert not store.contains("k") and store.keys_for(5) == set() and not list(tmp_path.glob("*.safetensors"))
+    assert problem in caplog.text and store.stats().misses == 1
