@@ -127,3 +127,22 @@ def test_an_unwritable_kv_cache_answers_with_one_warning_and_warm_fails(env, cap
     code, _, err = _run(capsys, "kv", "warm", "--quiet")
     assert code == 2 and err.strip().splitlines() == [
         f"chronorag: error: cannot store chunk KV in {env[-1].store.disk.dir}: Permission denied"]
+
+
+def test_a_corrupt_state_file_or_a_kvcache_file_are_handled(env, capsys, tmp_path):
+    argv = ["answer", "Who leads Northwind Energy?", "--top-k", "2", "--max-new-tokens", "2", "--json"]
+    assert _run(capsys, *argv)[0] == 0
+    (tmp_path / "data" / "kvcache-state.json").write_text("{}")
+    code, out, err = _run(capsys, *argv)
+    assert code == 0 and json.loads(out)["cache"]["chunk_misses"] == 2  # dropped, recomputed
+    assert _warnings(err) and "kvcache-state.json" in err
+    assert _run(capsys, *argv)[2] == ""  # the state was rewritten: no warning the next time
+    kv_dir = tmp_path / "data" / "kvcache"
+    for path in kv_dir.iterdir():
+        path.unlink()
+    kv_dir.rmdir()
+    kv_dir.write_text("not a folder")
+    for command in (argv, ["kv", "warm", "--quiet"], ["kv", "stats"]):
+        code, _, err = _run(capsys, *command)
+        assert code == 2 and err.strip().splitlines() == [
+            f"chronorag: error: KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)"]
