@@ -28,8 +28,10 @@ from chronorag.kvcache.generator import (
     GenerationResult,
     Generator,
     IncrementalDetokenizer,
+    RequestError,
     Timings,
     TokenEvent,
+    check_ratio,
 )
 from chronorag.kvcache.model_loader import LoadedModel, load_model, tokenizer_identity
 from chronorag.kvcache.prefix_cache import PrefixCache
@@ -72,16 +74,15 @@ class HFGenerator(Generator):
         loaded: LoadedModel | None = None,
     ) -> None:
         if mode not in MODES:
-            raise GenerationError(f"mode must be one of {MODES}, got {mode!r}")
-        if not 0.0 <= ratio <= 1.0:
-            raise GenerationError(f"ratio must be in [0, 1], got {ratio}")
+            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        ratio = check_ratio(ratio)
         self._load_args = dict(model=model, gguf_file=gguf_file, device=device, dtype=dtype)
         self.mode, self.ratio = mode, ratio
         self.blend_config = BlendConfig(ratio, check_layer, score, lead_tokens)
         self.layout = layout or PromptLayout()
         self.store = ChunkStore(memory_bytes=memory_bytes, disk_dir=disk_dir, disk_bytes=disk_bytes)
         if store_dtype not in STORE_DTYPES:
-            raise GenerationError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+            raise RequestError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
         self._store_dtype_name = store_dtype
         self.store_dtype: torch.dtype | None = None  # resolved against the model's dtype on attach
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
@@ -244,6 +245,8 @@ class HFGenerator(Generator):
         tok, model = self._loaded.tokenizer, self._loaded.model
         mode = req.mode or self.mode
         ratio = self.ratio if req.ratio is None else req.ratio
+        if req.ratio is not None and mode != "blend":
+            log.warning("ratio %g is ignored in %s mode (only blend recomputes a share of chunk tokens)", req.ratio, mode)
         if mode == "naive":
             mode, ratio = "blend", 0.0
         chunks = list(req.chunks)

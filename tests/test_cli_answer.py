@@ -146,3 +146,10 @@ def test_a_corrupt_state_file_or_a_kvcache_file_are_handled(env, capsys, tmp_pat
         code, _, err = _run(capsys, *command)
         assert code == 2 and err.strip().splitlines() == [
             f"chronorag: error: KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)"]
+
+
+def test_a_ratio_outside_blend_mode_is_ignored_with_a_warning(env, capsys):
+    code, _, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--mode", "full", "--ratio", "0.7",
+                        "--max-new-tokens", "2")
+    assert code == 0 and _warnings(err) == [
+        "chronorag: warning: ratio 0.7 is ignored in full mode (only blend recomputes a share of chunk tokens)"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from chronorag.kvcache import kv_file
-from chronorag.kvcache.generator import GenerationError, GenerationRequest
+from chronorag.kvcache.generator import GenerationError, GenerationRequest, RequestError
 from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
 
@@ -85,3 +87,25 @@ def test_an_unwritable_disk_tier_answers_but_warm_fails(model, tmp_path, monkeyp
     assert sum("cannot store chunk KV" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(GenerationError, match=f"cannot store chunk KV in {tmp_path}: No space left on device"):
         _gen(model, disk_dir=str(tmp_path)).warm(CHUNKS)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (dict(mode="bogus"), "mode must be one of"),
+    (dict(ratio=1.5), "ratio must be in"),
+    (dict(ratio="0.3"), "ratio must be a number"),
+    (dict(ratio=True), "ratio must be a number"),
+    (dict(max_new_tokens="4"), "max_new_tokens must be an integer"),
+])
+def test_bad_request_arguments_are_value_errors(model, opts, message):
+    with pytest.raises(ValueError, match=message) as info:
+        _gen(model).generate(GenerationRequest(QUESTION, CHUNKS, **opts))
+    assert isinstance(info.value, GenerationError)  # callers catching GenerationError still do
+
+
+def test_a_ratio_outside_blend_is_ignored_with_a_warning(model, caplog):
+    gen = _gen(model)
+    with caplog.at_level(logging.WARNING):
+        gen.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=2, mode="full", ratio=0.7))
+        gen.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=2, mode="blend", ratio=0.7))
+    assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
+        "ratio 0.7 is ignored in full mode (only blend recomputes a share of chunk tokens)"]
