@@ -390,7 +390,8 @@ class ChronoRAG:
         ratio: float | None = None,
         **retrieve_kwargs,
     ):
-        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits).
+        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits), hits
+        being the chunks answered from: the lowest-ranked are left out if they overflow the model.
 
         With nothing retrieved the result is None and the model is not asked: an answer from no
         documents would be the model's own guess presented as grounded.
@@ -416,6 +417,8 @@ class ChronoRAG:
                 on_token(event.text)
             elif isinstance(event, GenerationResult):
                 result = event
+        if result is not None and result.cache.dropped_chunks:  # left out to fit the model's context
+            hits = hits[: len(hits) - result.cache.dropped_chunks]
         return result, hits
 
     @_open_only

@@ -93,6 +93,7 @@ class CacheReport:
     recomputed_tokens: int = 0  # chunk tokens recomputed through all layers (blend)
     chunk_hits: int = 0
     chunk_misses: int = 0
+    dropped_chunks: int = 0  # lowest-ranked chunks left out so the prompt fits the model's context
     store: dict = field(default_factory=dict)
 
 

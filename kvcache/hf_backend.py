@@ -35,7 +35,16 @@ from chronorag.kvcache.generator import (
 )
 from chronorag.kvcache.model_loader import LoadedModel, load_model, tokenizer_identity
 from chronorag.kvcache.prefix_cache import PrefixCache
-from chronorag.kvcache.prompt import ChunkRef, PromptLayout, PromptParts, build_prompt, encode_chunk, encode_prefix
+from chronorag.kvcache.prompt import (
+    ChunkRef,
+    PromptError,
+    PromptLayout,
+    PromptParts,
+    build_prompt,
+    encode_chunk,
+    encode_prefix,
+    fit_to_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +251,7 @@ class HFGenerator(Generator):
             yield from self._serve(request, timings, t_arrive, t_start)
 
     def _serve(self, req: GenerationRequest, timings: Timings, t_arrive: float, t_start: float):
-        tok, model = self._loaded.tokenizer, self._loaded.model
+        tok = self._loaded.tokenizer
         mode = req.mode or self.mode
         ratio = self.ratio if req.ratio is None else req.ratio
         if req.ratio is not None and mode != "blend":
@@ -252,11 +261,11 @@ class HFGenerator(Generator):
         chunks = list(req.chunks)
         parts = build_prompt(tok, req.system_prompt, chunks, req.question, self.layout)
         timings.tokenize_s = time.perf_counter() - t_start
+        parts, dropped = self._fit(parts, req.max_new_tokens)
+        chunks = chunks[:len(parts.chunk_ids)]
         n = parts.n_tokens
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if limit and n + req.max_new_tokens > limit:
-            raise GenerationError(f"prompt of {n} tokens + {req.max_new_tokens} new exceeds the model's {limit} positions")
-        report = CacheReport(mode=mode if mode != "blend" else f"blend(r={ratio:g})", prompt_tokens=n)
+        report = CacheReport(mode=mode if mode != "blend" else f"blend(r={ratio:g})", prompt_tokens=n,
+                             dropped_chunks=dropped)
         gen = torch.Generator().manual_seed(req.seed) if req.seed is not None else None
         with torch.no_grad():
             if self._runner is None:
@@ -285,6 +294,20 @@ class HFGenerator(Generator):
         report.store = self.cache_stats()
         finish = "stop" if generated and generated[-1] in self._stop else "length"
         yield GenerationResult(detok.emitted, generated, finish, timings, report)
+
+    def _fit(self, parts: PromptParts, max_new_tokens: int) -> tuple[PromptParts, int]:
+        """Leave out the lowest-ranked chunks that do not fit the model's positions (one warning)."""
+        limit = getattr(self._loaded.model.config, "max_position_embeddings", None)
+        if not limit:
+            return parts, 0
+        try:
+            fitted, dropped = fit_to_context(parts, limit - max_new_tokens)
+        except PromptError as exc:
+            raise RequestError(f"{exc} in the model's {limit} positions with max_new_tokens={max_new_tokens}") from None
+        if dropped:
+            log.warning("left out the %d lowest-ranked of %d chunks: the prompt must fit the model's %d positions "
+                        "with %d new tokens", dropped, len(parts.chunk_ids), limit, max_new_tokens)
+        return fitted, dropped
 
     def _native_tokens(self, ids: list[int], req: GenerationRequest, gen, timings: Timings, t_start: float) -> Iterator[int]:
         """Full prefill and decode through transformers' own forward (unsupported architectures)."""

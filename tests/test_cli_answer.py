@@ -148,6 +148,23 @@ def test_a_corrupt_state_file_or_a_kvcache_file_are_handled(env, capsys, tmp_pat
             f"chronorag: error: KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)"]
 
 
+def test_too_many_chunks_for_the_context_leave_out_the_lowest_ranked(env, capsys, monkeypatch):
+    def small_context(backend="hf", model=None, **opts):
+        return HFGenerator.from_model(tiny_model(seed=1, max_position_embeddings=320), CharTokenizer(), **opts)
+
+    monkeypatch.setattr(kvcache, "load_generator", small_context)
+    code, out, err = _run(capsys, "answer", "Who leads Northwind Energy in Riverton?", "--top-k", "3", "--json",
+                          "--max-new-tokens", "4")
+    result = json.loads(out)
+    dropped = result["cache"]["dropped_chunks"]
+    assert code == 0 and dropped >= 1 and len(result["sources"]) == 3 - dropped
+    assert _warnings(err) == [f"chronorag: warning: left out the {dropped} lowest-ranked of 3 chunks: the prompt "
+                              "must fit the model's 320 positions with 4 new tokens"]
+    code, _, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--max-new-tokens", "300")
+    assert code == 2 and "in the model's 320 positions with max_new_tokens=300" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_ratio_outside_blend_mode_is_ignored_with_a_warning(env, capsys):
     code, _, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--mode", "full", "--ratio", "0.7",
                         "--max-new-tokens", "2")

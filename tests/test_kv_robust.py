@@ -10,6 +10,7 @@ import torch
 from chronorag.kvcache import kv_file
 from chronorag.kvcache.generator import GenerationError, GenerationRequest, RequestError
 from chronorag.kvcache.hf_backend import HFGenerator
+from chronorag.kvcache.prompt import build_prompt
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
 
 CHUNKS = [(11, "Northwind opened a plant in 2019."), (12, "The CEO in 2021 was Ada Park."), (13, "Sales rose by 4%.")]
@@ -87,6 +88,25 @@ def test_an_unwritable_disk_tier_answers_but_warm_fails(model, tmp_path, monkeyp
     assert sum("cannot store chunk KV" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(GenerationError, match=f"cannot store chunk KV in {tmp_path}: No space left on device"):
         _gen(model, disk_dir=str(tmp_path)).warm(CHUNKS)
+
+
+def _positions_for(n_chunks: int, max_new: int) -> int:
+    parts = build_prompt(CharTokenizer(), "You are a helpful assistant. Answer from the given documents only, briefly.",
+                         CHUNKS, QUESTION)
+    return len(parts.prefix_ids) + len(parts.suffix_ids) + sum(map(len, parts.chunk_ids[:n_chunks])) + max_new
+
+
+def test_lowest_ranked_chunks_are_left_out_to_fit_the_context(caplog):
+    limit = _positions_for(1, 4) + 5  # room for the first chunk, not the second
+    small = HFGenerator.from_model(tiny_model(layers=2, max_position_embeddings=limit), CharTokenizer())
+    full = HFGenerator.from_model(tiny_model(layers=2), CharTokenizer())
+    result = small.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=4, mode="full"))
+    alone = full.generate(GenerationRequest(QUESTION, CHUNKS[:1], max_new_tokens=4, mode="full"))
+    assert result.cache.dropped_chunks == 2 and result.token_ids == alone.token_ids
+    assert result.cache.prompt_tokens + 4 <= limit
+    assert sum("left out the 2 lowest-ranked of 3 chunks" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(RequestError, match="positions"):  # not even the question fits
+        small.generate(GenerationRequest(QUESTION, CHUNKS, max_new_tokens=limit))
 
 
 @pytest.mark.parametrize("opts, message", [
