@@ -157,9 +157,12 @@ class ChronoRAG:
             from chronorag.kvcache.kv_index import ChunkKVIndex
 
             s = self.settings
+            kv_dir = s.data_dir / "kvcache"
+            if kv_dir.exists() and not kv_dir.is_dir():
+                raise StoreError(f"KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)")
             if s.generator == "hf":
                 opts = dict(model=s.model or None, mode=s.kv_mode, ratio=s.kv_ratio,
-                            memory_bytes=s.kv_memory_mb << 20, disk_dir=str(s.data_dir / "kvcache"),
+                            memory_bytes=s.kv_memory_mb << 20, disk_dir=str(kv_dir),
                             disk_bytes=s.kv_disk_mb << 20, store_dtype=s.kv_store_dtype)
             elif s.generator == "openai":
                 opts = dict(base_url=s.openai_base_url, model=s.model or "default")
@@ -400,7 +403,8 @@ class ChronoRAG:
         ratio: float | None = None,
         **retrieve_kwargs,
     ):
-        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits).
+        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits), hits
+        being the chunks answered from: the lowest-ranked are left out if they overflow the model.
 
         With nothing retrieved the result is None and the model is not asked: an answer from no
         documents would be the model's own guess presented as grounded.
@@ -426,6 +430,8 @@ class ChronoRAG:
                 on_token(event.text)
             elif isinstance(event, GenerationResult):
                 result = event
+        if result is not None and result.cache.dropped_chunks:  # left out to fit the model's context
+            hits = hits[: len(hits) - result.cache.dropped_chunks]
         return result, hits
 
     @_open_only

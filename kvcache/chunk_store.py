@@ -14,15 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from chronorag.kvcache import kv_file
 
 log = logging.getLogger(__name__)
 KEY_VERSION = "chronorag-kv-v1"
@@ -140,7 +139,8 @@ class MemoryTier:
 
 
 class DiskTier:
-    """safetensors files named by key; metadata in the file header so the index survives restarts."""
+    """safetensors files named by key (see kv_file.py); metadata in the file header so the index
+    survives restarts. Damaged, foreign or older-format files are dropped and recomputed."""
 
     def __init__(self, directory: str | Path, budget_bytes: int) -> None:
         self.dir = Path(directory)
@@ -148,36 +148,54 @@ class DiskTier:
         self.policy = _GDSF(budget_bytes)
         self.evictions = 0
         self.evicted: list[str] = []
+        old_format = 0
         for path in sorted(self.dir.glob("*.safetensors")):
             try:
-                with safe_open(str(path), framework="pt") as f:
-                    md = f.metadata() or {}
+                md = kv_file.read_metadata(path)
+                if md.get("format") != kv_file.FORMAT:
+                    old_format += 1
+                    self._unlink(path)
+                    continue
                 m = _Meta(md["chunk_id"], path.stat().st_size, float(md["compute_s"]), int(md.get("hits", 0)))
             except Exception as exc:  # noqa: BLE001 - a torn or foreign file is dropped, not fatal
                 log.warning("dropping unreadable KV file %s: %s", path, exc)
-                path.unlink(missing_ok=True)
+                self._unlink(path)
                 continue
             self.policy.add(path.stem, m)
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        if old_format:
+            log.warning("dropped %d KV cache file(s) in %s written without checksums by an older chronorag; "
+                        "they are recomputed on use", old_format, self.dir)
+        kv_file.remove_stale_temps(self.dir)
 
     def _path(self, key: str) -> Path:
         return self.dir / f"{key}.safetensors"
 
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only directory: the file stays, and is checked again on use
+            log.debug("cannot remove %s: %s", path, exc)
+
     def get(self, key: str) -> ChunkKV | None:
         if key not in self.policy.meta:
             return None
+        path = self._path(key)
         try:
-            with safe_open(str(self._path(key)), framework="pt") as f:  # mmap-backed reads
-                kv = ChunkKV(f.get_tensor("k"), f.get_tensor("v"), float(f.metadata()["compute_s"]))
+            k, v, md = kv_file.read(path)
+            kv = ChunkKV(k, v, float(md["compute_s"]))
+        except FileNotFoundError:  # another process evicted or dropped it
+            self.remove(key)
+            return None
         except Exception as exc:  # noqa: BLE001
-            log.warning("KV file for %s unreadable (%s); treating as a miss", key[:12], exc)
+            log.warning("dropping damaged KV file %s (%s); the chunk's KV is recomputed", path, exc)
             self.remove(key)
             return None
         self.policy.touch(key)
         return kv
 
     def put(self, key: str, kv: ChunkKV, chunk_id: str) -> bool:
+        """Store the entry; False if it alone exceeds the budget. OSError when it cannot be written."""
         if key in self.policy.meta:
             return True
         if kv.nbytes > self.policy.budget:
@@ -186,20 +204,27 @@ class DiskTier:
             self.remove(victim)
             self.evictions += 1
             self.evicted.append(victim)
-        tmp = self.dir / f"{key}.tmp"
-        md = {"chunk_id": chunk_id, "compute_s": repr(kv.compute_s), "hits": "0"}
-        save_file({"k": kv.k.contiguous().cpu(), "v": kv.v.contiguous().cpu()}, str(tmp), metadata=md)
-        os.replace(tmp, self._path(key))
-        self.policy.add(key, _Meta(chunk_id, self._path(key).stat().st_size, kv.compute_s))
+        data = kv_file.encode(kv.k, kv.v, {"chunk_id": chunk_id, "compute_s": repr(kv.compute_s), "hits": "0"})
+        kv_file.write_atomic(self._path(key), data)
+        self.policy.add(key, _Meta(chunk_id, len(data), kv.compute_s))
         return True
 
     def remove(self, key: str) -> None:
         self.policy.remove(key)
-        self._path(key).unlink(missing_ok=True)
+        self._unlink(self._path(key))
 
     @property
     def used_bytes(self) -> int:
         return self.policy.used
+
+
+def _mismatch(kv: ChunkKV, shape: tuple[int, ...], dtype: torch.dtype | None) -> str | None:
+    got = (tuple(kv.k.shape), tuple(kv.v.shape))
+    if got != (shape, shape):
+        return f"shape {got[0]}/{got[1]}, expected {shape}"
+    if dtype is not None and (kv.k.dtype, kv.v.dtype) != (dtype, dtype):
+        return f"dtype {kv.k.dtype}/{kv.v.dtype}, expected {dtype}"
+    return None
 
 
 @dataclass
@@ -235,36 +260,72 @@ class ChunkStore:
         self.memory = MemoryTier(self.memory_bytes)
         self.disk = DiskTier(self.disk_dir, self.disk_bytes) if self.disk_dir is not None else None
         self._stats = StoreStats()
+        self._write_warned = False
         self._by_chunk: dict[str, set[str]] = {}
         if self.disk is not None:
             for key, m in self.disk.policy.meta.items():
                 self._by_chunk.setdefault(m.chunk_id, set()).add(key)
 
-    def get(self, key: str) -> ChunkKV | None:
+    def get(self, key: str, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> ChunkKV | None:
+        """The entry, or None; one whose keys or values are not ``shape``/``dtype`` (a foreign file,
+        another model's) is dropped with a warning and counts as a miss, so the caller recomputes."""
         with self._lock:
             kv = self.memory.get(key)
-            if kv is not None:
-                self._stats.memory_hits += 1
-                return kv
-            kv = self.disk.get(key) if self.disk is not None else None
+            in_memory = kv is not None
+            if kv is None and self.disk is not None and key in self.disk.policy.meta:
+                kv = self.disk.get(key)
+                if kv is None:  # a damaged or vanished file, dropped by the disk tier
+                    self._discard(key)
+            if kv is not None and shape is not None:
+                problem = _mismatch(kv, tuple(shape), dtype)
+                if problem is not None:
+                    log.warning("dropping cached KV %s: %s; the chunk's KV is recomputed", key[:12], problem)
+                    self._discard(key)
+                    kv = None
             if kv is None:
                 self._stats.misses += 1
+                self._prune()
                 return None
+            if in_memory:
+                self._stats.memory_hits += 1
+                return kv
             self._stats.disk_hits += 1
             m = self.disk.policy.meta.get(key)
             self.memory.put(key, kv, m.chunk_id if m else "", hits=m.hits if m else 0)
             self._prune()
             return kv
 
-    def put(self, key: str, kv: ChunkKV, chunk_id: int | str) -> None:
+    def put(self, key: str, kv: ChunkKV, chunk_id: int | str, strict: bool = False) -> None:
+        """Keep the entry in memory and on disk. A disk write that fails (read-only directory, full
+        disk) raises OSError when ``strict``; otherwise the entry stays in memory only and the first
+        failure is logged as a warning."""
         cid = str(chunk_id)
         with self._lock:
             self._stats.puts += 1
             self.memory.put(key, kv, cid)
-            if self.disk is not None:
-                self.disk.put(key, kv, cid)
             self._by_chunk.setdefault(cid, set()).add(key)
-            self._prune()
+            try:
+                if self.disk is not None:
+                    self.disk.put(key, kv, cid)
+            except OSError as exc:
+                if strict:
+                    raise
+                if not self._write_warned:
+                    self._write_warned = True
+                    log.warning("cannot store chunk KV in %s (%s); using it without saving", self.disk.dir,
+                                exc.strerror or exc)
+            finally:
+                self._prune()
+
+    def _discard(self, key: str) -> None:
+        self.memory.remove(key)
+        if self.disk is not None:
+            self.disk.remove(key)
+        for cid, keys in list(self._by_chunk.items()):
+            if key in keys:
+                keys.discard(key)
+                if not keys:
+                    del self._by_chunk[cid]
 
     def _prune(self) -> None:
         """Forget chunk-map entries for keys that left every tier."""

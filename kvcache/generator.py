@@ -8,6 +8,7 @@ full answer, timings and cache statistics. Backends: ``hf`` (transformers, per-c
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,6 +22,10 @@ STORE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 class GenerationError(RuntimeError):
     """A request could not be served; the message is one printable line."""
+
+
+class RequestError(GenerationError, ValueError):
+    """A bad argument (mode, ratio, question...): a ValueError, as everywhere in chronorag's API."""
 
 
 class BackendUnavailable(GenerationError):
@@ -40,14 +45,25 @@ class GenerationRequest:
 
     def validate(self) -> "GenerationRequest":
         if not isinstance(self.question, str) or not self.question.strip():
-            raise GenerationError("question must be a non-empty string")
+            raise RequestError("question must be a non-empty string")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, numbers.Integral):
+            raise RequestError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.mode is not None and self.mode not in MODES:
-            raise GenerationError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.ratio is not None and not 0.0 <= self.ratio <= 1.0:
-            raise GenerationError(f"ratio must be in [0, 1], got {self.ratio}")
+            raise RequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.mode is not None and (not isinstance(self.mode, str) or self.mode not in MODES):
+            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.ratio is not None:
+            check_ratio(self.ratio)
         return self
+
+
+def check_ratio(ratio: object) -> float:
+    """A blend recompute ratio: a real number in [0, 1] (not a bool or a string)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
+        raise RequestError(f"ratio must be a number in [0, 1], got {ratio!r}")
+    if not 0.0 <= ratio <= 1.0:
+        raise RequestError(f"ratio must be in [0, 1], got {ratio}")
+    return float(ratio)
 
 
 @dataclass
@@ -77,6 +93,7 @@ class CacheReport:
     recomputed_tokens: int = 0  # chunk tokens recomputed through all layers (blend)
     chunk_hits: int = 0
     chunk_misses: int = 0
+    dropped_chunks: int = 0  # lowest-ranked chunks left out so the prompt fits the model's context
     store: dict = field(default_factory=dict)
 
 
@@ -165,4 +182,4 @@ def load_generator(backend: str = "hf", **opts: Any) -> Generator:
         from chronorag.kvcache.openai_backend import OpenAIGenerator
 
         return OpenAIGenerator(**opts)
-    raise GenerationError(f"unknown generation backend {backend!r} (hf, vllm or openai)")
+    raise RequestError(f"unknown generation backend {backend!r} (hf, vllm or openai)")

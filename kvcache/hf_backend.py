@@ -28,12 +28,23 @@ from chronorag.kvcache.generator import (
     GenerationResult,
     Generator,
     IncrementalDetokenizer,
+    RequestError,
     Timings,
     TokenEvent,
+    check_ratio,
 )
 from chronorag.kvcache.model_loader import LoadedModel, load_model, tokenizer_identity
 from chronorag.kvcache.prefix_cache import PrefixCache
-from chronorag.kvcache.prompt import ChunkRef, PromptLayout, PromptParts, build_prompt, encode_chunk, encode_prefix
+from chronorag.kvcache.prompt import (
+    ChunkRef,
+    PromptError,
+    PromptLayout,
+    PromptParts,
+    build_prompt,
+    encode_chunk,
+    encode_prefix,
+    fit_to_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +83,15 @@ class HFGenerator(Generator):
         loaded: LoadedModel | None = None,
     ) -> None:
         if mode not in MODES:
-            raise GenerationError(f"mode must be one of {MODES}, got {mode!r}")
-        if not 0.0 <= ratio <= 1.0:
-            raise GenerationError(f"ratio must be in [0, 1], got {ratio}")
+            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        ratio = check_ratio(ratio)
         self._load_args = dict(model=model, gguf_file=gguf_file, device=device, dtype=dtype)
         self.mode, self.ratio = mode, ratio
         self.blend_config = BlendConfig(ratio, check_layer, score, lead_tokens)
         self.layout = layout or PromptLayout()
         self.store = ChunkStore(memory_bytes=memory_bytes, disk_dir=disk_dir, disk_bytes=disk_bytes)
         if store_dtype not in STORE_DTYPES:
-            raise GenerationError(f"store_dtype must be one of {STORE_DTYPES}, got {store_dtype!r}")
+            raise RequestError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
         self._store_dtype_name = store_dtype
         self.store_dtype: torch.dtype | None = None  # resolved against the model's dtype on attach
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
@@ -148,9 +158,13 @@ class HFGenerator(Generator):
         self._prefixes.move_to_end(key)
         return buf
 
-    def _chunk_kv(self, chunk_id: Any, prefix_ids: list[int], ids: list[int], report: CacheReport, timings: Timings) -> ChunkKV:
+    def _chunk_kv(self, chunk_id: Any, prefix_ids: list[int], ids: list[int], report: CacheReport, timings: Timings,
+                  strict: bool = False) -> ChunkKV:
+        """The chunk's KV from the store (checked against this model's shape), else computed and
+        stored; ``strict``: a failed disk write raises OSError instead of a warning."""
         key = chunk_key(self._loaded.model_id, self._loaded.tokenizer_id, prefix_ids, ids)
-        kv = self.store.get(key)
+        r = self._runner
+        kv = self.store.get(key, (r.n_layers, r.n_kv_heads, len(ids), r.head_dim), self.store_dtype)
         if kv is not None:
             report.chunk_hits += 1
             return kv
@@ -159,26 +173,33 @@ class HFGenerator(Generator):
         kv = compute_chunk_kv(self._runner, self._prefix_buffer(prefix_ids), ids)
         if kv.k.dtype != self.store_dtype:
             kv = ChunkKV(kv.k.to(self.store_dtype), kv.v.to(self.store_dtype), kv.compute_s)
-        self.store.put(key, ChunkKV(kv.k.cpu(), kv.v.cpu(), kv.compute_s), chunk_id)
+        self.store.put(key, ChunkKV(kv.k.cpu(), kv.v.cpu(), kv.compute_s), chunk_id, strict=strict)
         timings.chunk_compute_s += time.perf_counter() - t0
         return kv
 
     def warm(self, chunks: Iterable[ChunkRef], system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> int:
-        """Compute and store KV for chunks not cached yet (behind this system prompt's prefix)."""
+        """Compute and store KV for chunks not cached yet (behind this system prompt's prefix).
+
+        Cached entries are read back and checked (damaged ones are recomputed). Storing is the point
+        of warming, so a disk tier that cannot be written (read-only, full) is a GenerationError
+        naming the directory; chunks stored before it stay stored."""
         with self._lock:
             self._ensure_loaded()
             if self._runner is None:
                 return 0
             tok = self._loaded.tokenizer
             prefix_ids = encode_prefix(tok, system_prompt, self.layout)
-            computed = 0
+            report = CacheReport()
             for chunk_id, text in chunks:
                 ids = encode_chunk(tok, text, self.layout)
-                key = chunk_key(self._loaded.model_id, self._loaded.tokenizer_id, prefix_ids, ids)
-                if ids and not self.store.contains(key):
-                    self._chunk_kv(chunk_id, prefix_ids, ids, CacheReport(), Timings())
-                    computed += 1
-            return computed
+                if not ids:
+                    continue
+                try:
+                    self._chunk_kv(chunk_id, prefix_ids, ids, report, Timings(), strict=True)
+                except OSError as exc:
+                    where = self.store.disk.dir if self.store.disk is not None else "the KV cache"
+                    raise GenerationError(f"cannot store chunk KV in {where}: {exc.strerror or exc}") from None
+            return report.chunk_misses
 
     def drop(self, chunk_ids: Iterable[Any]) -> int:
         removed = self.store.drop(chunk_ids)
@@ -230,19 +251,21 @@ class HFGenerator(Generator):
             yield from self._serve(request, timings, t_arrive, t_start)
 
     def _serve(self, req: GenerationRequest, timings: Timings, t_arrive: float, t_start: float):
-        tok, model = self._loaded.tokenizer, self._loaded.model
+        tok = self._loaded.tokenizer
         mode = req.mode or self.mode
         ratio = self.ratio if req.ratio is None else req.ratio
+        if req.ratio is not None and mode != "blend":
+            log.warning("ratio %g is ignored in %s mode (only blend recomputes a share of chunk tokens)", req.ratio, mode)
         if mode == "naive":
             mode, ratio = "blend", 0.0
         chunks = list(req.chunks)
         parts = build_prompt(tok, req.system_prompt, chunks, req.question, self.layout)
         timings.tokenize_s = time.perf_counter() - t_start
+        parts, dropped = self._fit(parts, req.max_new_tokens)
+        chunks = chunks[:len(parts.chunk_ids)]
         n = parts.n_tokens
-        limit = getattr(model.config, "max_position_embeddings", None)
-        if limit and n + req.max_new_tokens > limit:
-            raise GenerationError(f"prompt of {n} tokens + {req.max_new_tokens} new exceeds the model's {limit} positions")
-        report = CacheReport(mode=mode if mode != "blend" else f"blend(r={ratio:g})", prompt_tokens=n)
+        report = CacheReport(mode=mode if mode != "blend" else f"blend(r={ratio:g})", prompt_tokens=n,
+                             dropped_chunks=dropped)
         gen = torch.Generator().manual_seed(req.seed) if req.seed is not None else None
         with torch.no_grad():
             if self._runner is None:
@@ -271,6 +294,20 @@ class HFGenerator(Generator):
         report.store = self.cache_stats()
         finish = "stop" if generated and generated[-1] in self._stop else "length"
         yield GenerationResult(detok.emitted, generated, finish, timings, report)
+
+    def _fit(self, parts: PromptParts, max_new_tokens: int) -> tuple[PromptParts, int]:
+        """Leave out the lowest-ranked chunks that do not fit the model's positions (one warning)."""
+        limit = getattr(self._loaded.model.config, "max_position_embeddings", None)
+        if not limit:
+            return parts, 0
+        try:
+            fitted, dropped = fit_to_context(parts, limit - max_new_tokens)
+        except PromptError as exc:
+            raise RequestError(f"{exc} in the model's {limit} positions with max_new_tokens={max_new_tokens}") from None
+        if dropped:
+            log.warning("left out the %d lowest-ranked of %d chunks: the prompt must fit the model's %d positions "
+                        "with %d new tokens", dropped, len(parts.chunk_ids), limit, max_new_tokens)
+        return fitted, dropped
 
     def _native_tokens(self, ids: list[int], req: GenerationRequest, gen, timings: Timings, t_start: float) -> Iterator[int]:
         """Full prefill and decode through transformers' own forward (unsupported architectures)."""

@@ -3,18 +3,37 @@
 Deleted chunk ids are dropped from the chunk store; added chunks are optionally precomputed. Chunk
 ids are never reused by the store and an edited document arrives as delete + add, so dropping by id
 is enough: a cache entry can never outlive the text it was computed from. Only ``applied_seq`` is
-persisted here (the KV files themselves live in the generator's disk tier).
+persisted here (the KV files themselves live in the generator's disk tier). The state is derived: an
+unreadable state file means it is unknown which cached chunks were deleted since, so every entry is
+dropped and the log replayed from the start (recomputing is slow, never wrong).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
 from chronorag.kvcache.generator import DEFAULT_SYSTEM_PROMPT, Generator
 from chronorag.types import Chunk
+
+log = logging.getLogger(__name__)
+
+
+def read_seq(path: Path) -> int | None:
+    """The state file's ``applied_seq``; None when there is no file; ValueError when it is invalid."""
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # a folder, garbage, no permission
+        raise ValueError(str(exc)) from None
+    seq = state.get("applied_seq") if isinstance(state, dict) else None
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"no valid applied_seq (got {seq!r})")
+    return seq
 
 
 class ChunkKVIndex:
@@ -27,8 +46,15 @@ class ChunkKVIndex:
         self.warm_added = warm_added
         self.system_prompt = system_prompt
         self._seq = 0
-        if self.state_path.is_file():
-            self._seq = int(json.loads(self.state_path.read_text())["applied_seq"])
+        self._warned_commit = False
+        try:
+            self._seq = read_seq(self.state_path) or 0
+        except ValueError as exc:
+            log.warning("KV cache state %s is unreadable (%s): dropping cached chunk KV and starting from scratch",
+                        self.state_path, exc)
+            if self.state_path.is_dir():
+                self._remove_dir()
+            self.reset()
 
     @property
     def applied_seq(self) -> int:
@@ -41,14 +67,27 @@ class ChunkKVIndex:
             self.generator.warm([(c.chunk_id, c.text) for c in added], self.system_prompt)
 
     def commit(self, seq: int) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"applied_seq": int(seq)}))
-        os.replace(tmp, self.state_path)
+        """Persist ``seq``; a failed write (full disk) is a warning: the next start replays the log."""
         self._seq = int(seq)
+        tmp = self.state_path.with_suffix(".tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"applied_seq": int(seq)}))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            if not self._warned_commit:
+                self._warned_commit = True
+                log.warning("cannot save KV cache state to %s: %s", self.state_path, exc)
 
     def reset(self) -> None:
         store = getattr(self.generator, "store", None)
         if store is not None:
             store.drop(store.chunk_ids())  # every chunk the store knows, both tiers
         self._seq = 0
+
+    def _remove_dir(self) -> None:
+        """A folder where the state file belongs: removed when empty, else commit warns about it."""
+        try:
+            self.state_path.rmdir()
+        except OSError:
+            pass

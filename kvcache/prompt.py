@@ -61,6 +61,22 @@ class PromptParts:
         return len(self.prefix_ids) + sum(map(len, self.chunk_ids)) + len(self.suffix_ids)
 
 
+def fit_to_context(parts: PromptParts, limit: int) -> tuple[PromptParts, int]:
+    """Leave out the last (lowest-ranked) chunks until the prompt has at most ``limit`` tokens;
+    returns the parts and how many chunks were left out. PromptError when no chunk at all fits."""
+    fixed = len(parts.prefix_ids) + len(parts.suffix_ids)
+    if fixed > limit:
+        raise PromptError(f"the question and prompt template take {fixed} tokens, more than the {limit} available")
+    keep, total = len(parts.chunk_ids), parts.n_tokens
+    while total > limit:
+        keep -= 1
+        total -= len(parts.chunk_ids[keep])
+    dropped = len(parts.chunk_ids) - keep
+    if not dropped:
+        return parts, 0
+    return PromptParts(parts.prefix_ids, parts.chunk_ids[:keep], parts.suffix_ids, parts.chunk_refs[:keep]), dropped
+
+
 def chat_messages(system_prompt: str, chunk_texts: Sequence[str], question: str, layout: PromptLayout) -> list[dict]:
     """The same conversation as plain chat messages (for servers that apply their own template)."""
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []

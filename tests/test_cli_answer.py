@@ -6,6 +6,7 @@ import pytest
 
 import chronorag.kvcache as kvcache
 from chronorag.cli import main
+from chronorag.kvcache import kv_file
 from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
 
@@ -108,3 +109,64 @@ def test_a_missing_model_is_a_one_line_error(env, capsys, monkeypatch, tmp_path,
     monkeypatch.setenv("CHRONORAG_MODEL", str(tmp_path / "no-such-model.gguf"))
     code, _, err = _run(capsys, *argv)
     assert code == 2 and "no-such-model.gguf not found" in err and len(err.strip().splitlines()) == 1
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("chronorag: warning:")]
+
+
+def test_an_unwritable_kv_cache_answers_with_one_warning_and_warm_fails(env, capsys, monkeypatch):
+    def denied(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kv_file, "write_atomic", denied)  # what a read-only kvcache/ folder does
+    code, out, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--top-k", "2", "--json",
+                          "--max-new-tokens", "4")
+    assert code == 0 and json.loads(out)["cache"]["chunk_misses"] == 2
+    assert len(_warnings(err)) == 1 and "cannot store chunk KV" in err and "Permission denied" in err
+    code, _, err = _run(capsys, "kv", "warm", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"chronorag: error: cannot store chunk KV in {env[-1].store.disk.dir}: Permission denied"]
+
+
+def test_a_corrupt_state_file_or_a_kvcache_file_are_handled(env, capsys, tmp_path):
+    argv = ["answer", "Who leads Northwind Energy?", "--top-k", "2", "--max-new-tokens", "2", "--json"]
+    assert _run(capsys, *argv)[0] == 0
+    (tmp_path / "data" / "kvcache-state.json").write_text("{}")
+    code, out, err = _run(capsys, *argv)
+    assert code == 0 and json.loads(out)["cache"]["chunk_misses"] == 2  # dropped, recomputed
+    assert _warnings(err) and "kvcache-state.json" in err
+    assert _run(capsys, *argv)[2] == ""  # the state was rewritten: no warning the next time
+    kv_dir = tmp_path / "data" / "kvcache"
+    for path in kv_dir.iterdir():
+        path.unlink()
+    kv_dir.rmdir()
+    kv_dir.write_text("not a folder")
+    for command in (argv, ["kv", "warm", "--quiet"], ["kv", "stats"]):
+        code, _, err = _run(capsys, *command)
+        assert code == 2 and err.strip().splitlines() == [
+            f"chronorag: error: KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)"]
+
+
+def test_too_many_chunks_for_the_context_leave_out_the_lowest_ranked(env, capsys, monkeypatch):
+    def small_context(backend="hf", model=None, **opts):
+        return HFGenerator.from_model(tiny_model(seed=1, max_position_embeddings=320), CharTokenizer(), **opts)
+
+    monkeypatch.setattr(kvcache, "load_generator", small_context)
+    code, out, err = _run(capsys, "answer", "Who leads Northwind Energy in Riverton?", "--top-k", "3", "--json",
+                          "--max-new-tokens", "4")
+    result = json.loads(out)
+    dropped = result["cache"]["dropped_chunks"]
+    assert code == 0 and dropped >= 1 and len(result["sources"]) == 3 - dropped
+    assert _warnings(err) == [f"chronorag: warning: left out the {dropped} lowest-ranked of 3 chunks: the prompt "
+                              "must fit the model's 320 positions with 4 new tokens"]
+    code, _, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--max-new-tokens", "300")
+    assert code == 2 and "in the model's 320 positions with max_new_tokens=300" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_ratio_outside_blend_mode_is_ignored_with_a_warning(env, capsys):
+    code, _, err = _run(capsys, "answer", "Who leads Northwind Energy?", "--mode", "full", "--ratio", "0.7",
+                        "--max-new-tokens", "2")
+    assert code == 0 and _warnings(err) == [
+        "chronorag: warning: ratio 0.7 is ignored in full mode (only blend recomputes a share of chunk tokens)"]

@@ -131,6 +131,18 @@ def test_answer_checks_max_new_tokens_before_loading_anything(rag):
     assert rag._generator is None
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="bogus"), "mode must be one of blend, full, prefix, naive, got 'bogus'"),
+    (dict(ratio=1.5), r"ratio must be in \[0, 1\], got 1.5"),
+    (dict(ratio="0.3"), "ratio must be a number in"),
+    (dict(ratio=True), "ratio must be a number in"),
+])
+def test_answer_refuses_a_bad_mode_or_ratio_with_a_value_error(rag, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rag.answer("apples?", **kwargs)
+    assert rag._generator is None
+
+
 def test_settings_built_by_hand_and_bad_data_dirs(tmp_path):
     from chronorag.config import Settings
 

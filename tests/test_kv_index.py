@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from chronorag.kvcache.hf_backend import HFGenerator
 from chronorag.kvcache.kv_index import ChunkKVIndex
 from chronorag.kvcache.testing import CharTokenizer, tiny_model
@@ -26,3 +28,32 @@ def test_index_warms_added_drops_deleted_and_persists_seq(tmp_path):
     assert ChunkKVIndex(gen, tmp_path / "kv_state.json").applied_seq == 6
     index.reset()
     assert gen.store.stats().disk_entries == 0 and index.applied_seq == 0
+
+
+@pytest.mark.parametrize("make_state", [
+    lambda p: p.write_text("garbage"),
+    lambda p: p.write_text("{}"),
+    lambda p: p.write_text('{"applied_seq": "7"}'),
+    lambda p: p.write_bytes(b"\xff\xfe"),
+    lambda p: p.mkdir(),
+])
+def test_an_unreadable_state_file_drops_the_cache_and_starts_over(tmp_path, caplog, make_state):
+    gen = HFGenerator.from_model(tiny_model(layers=2), CharTokenizer(), disk_dir=str(tmp_path / "kv"))
+    gen.warm([(1, "first chunk"), (2, "second chunk")])
+    state = tmp_path / "kv_state.json"
+    make_state(state)
+    index = ChunkKVIndex(gen, state)
+    assert index.applied_seq == 0 and gen.store.stats().disk_entries == 0  # deletions since are unknown
+    assert str(state) in caplog.text and "starting from scratch" in caplog.text
+    index.commit(9)
+    assert ChunkKVIndex(gen, state).applied_seq == 9
+
+
+def test_a_failed_state_write_is_a_warning(tmp_path, caplog):
+    gen = HFGenerator.from_model(tiny_model(layers=2), CharTokenizer())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    index = ChunkKVIndex(gen, blocker / "kv_state.json")  # its folder cannot be created
+    index.commit(3)
+    index.commit(4)
+    assert index.applied_seq == 4 and caplog.text.count("cannot save KV cache state") == 1
