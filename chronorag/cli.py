@@ -250,6 +250,8 @@ def cmd_kv(args: argparse.Namespace) -> int:
 
     if args.kv_command is None:
         raise UsageError("kv needs a subcommand: warm [DOC_ID...] or stats")
+    if any(not d.strip() for d in getattr(args, "doc_ids", None) or ()):
+        raise UsageError("empty document id")
     with _open_engine(_settings(args)) as engine:
         if args.kv_command == "stats":
             stats = engine.generator.cache_stats()

@@ -106,6 +106,7 @@ def test_warnings_are_one_prefixed_line_on_stderr(env, capsys):
         (["retrieve", "   "], "empty"),
         (["stats", "--data-dir", ""], "empty path"),
         (["delete", "a", " "], "empty document id"),
+        (["kv", "warm", ""], "empty document id"),
         (["retrieve", "x", "--retriever", "graph", "--no-graph"], "contradict"),
         ([], "give a command: ingest, delete"),
         (["retrieve", "?!.,;"], "no words"),
