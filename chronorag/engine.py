@@ -380,6 +380,10 @@ class ChronoRAG:
 
     def _catch_up_if_free(self) -> None:
         """Readers catch indexes up when no writer holds the directory; else they read what is committed."""
+        for ix in self.indexes():  # first adopt what other processes committed to the indexes
+            refresh = getattr(ix, "refresh", None)
+            if refresh is not None:
+                refresh()
         behind = any(ix.applied_seq < self.store.max_seq() for ix in self.indexes())
         if not behind:
             return

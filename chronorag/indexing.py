@@ -31,6 +31,9 @@ class DerivedIndex(Protocol):
     def reset(self) -> None:
         """Forget everything (before a full rebuild from the store)."""
 
+    # Optional: ``refresh()`` adopts what another process committed (its files or rows), so a
+    # long-lived reader does not redo a writer's work in its query path.
+
 
 def net_changes(changes: Sequence[Change]) -> tuple[list[int], list[int]]:
     """Collapse a window of the log into (chunk ids to add, chunk ids to delete).
@@ -54,7 +57,7 @@ def _window(store: Store, after_seq: int, batch: int) -> tuple[int, list[Chunk],
     if not changes:
         return None
     add_ids, del_ids = net_changes(changes)
-    chunks = store.get_chunks(add_ids)
+    chunks = store.get_chunks(add_ids, retired=False)
     # A chunk added in this window may already be gone (deleted later): skip it.
     return changes[-1].seq, [chunks[c] for c in add_ids if c in chunks], del_ids, len(changes)
 

@@ -380,12 +380,12 @@ class Store:
     _RETIRED_CHUNKS = ("SELECT chunk_id, doc_id, ord, text, char_start, char_end, n_tokens, published_at,"
                        " source FROM retired_chunks WHERE chunk_id")
 
-    def get_chunks(self, chunk_ids: Sequence[int]) -> dict[int, Chunk]:
-        """Live chunks, and retired ones that an index which has not applied their deletion may
-        still return (see the ``retired_chunks`` table)."""
+    def get_chunks(self, chunk_ids: Sequence[int], retired: bool = True) -> dict[int, Chunk]:
+        """Live chunks, and (``retired``) retired ones that an index which has not applied their
+        deletion may still return (see the ``retired_chunks`` table)."""
         out: dict[int, Chunk] = {}
         with self._lock:
-            for select in (self._LIVE_CHUNKS, self._RETIRED_CHUNKS):
+            for select in (self._LIVE_CHUNKS, self._RETIRED_CHUNKS) if retired else (self._LIVE_CHUNKS,):
                 ids = [int(c) for c in chunk_ids if int(c) not in out]
                 for start in range(0, len(ids), 500):
                     part = ids[start : start + 500]

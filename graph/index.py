@@ -103,6 +103,22 @@ class GraphIndex:
     def applied_seq(self) -> int:
         return self._applied_seq
 
+    def refresh(self) -> bool:
+        """Adopt graph rows another process committed: re-read ``applied_seq`` and drop this
+        process's in-memory views of the tables (reloaded on use). Without this a long-lived
+        reader saw the graph as behind after every write elsewhere and re-extracted the writer's
+        chunks in its query path, holding the write lock. Not while changes are pending here."""
+        if self._pending_add or self._pending_del:
+            return False
+        stored = int(fs.read_meta(self.store, "applied_seq") or 0)
+        if stored == self._applied_seq:
+            return False
+        self._applied_seq = stored
+        self._graph = None
+        self._summaries = None
+        self._last_partial = None
+        return True
+
     @property
     def extractor_changed(self) -> bool:
         """True when the stored rows came from another extractor (reset() and catch up to redo them)."""

@@ -60,6 +60,18 @@ class ChunkKVIndex:
     def applied_seq(self) -> int:
         return self._seq
 
+    def refresh(self) -> bool:
+        """Adopt a later ``applied_seq`` another process saved (it dropped the deleted chunks'
+        files; entries this process still holds in memory are for ids that never come back)."""
+        try:
+            seq = read_seq(self.state_path)
+        except ValueError:
+            return False
+        if seq is None or seq <= self._seq:
+            return False
+        self._seq = seq
+        return True
+
     def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
         if deleted:
             self.generator.drop(deleted)

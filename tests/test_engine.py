@@ -286,6 +286,29 @@ def test_a_reader_behind_a_busy_writer_still_finds_documents_being_replaced(tmp_
     reader.close()
 
 
+def test_a_long_lived_reader_adopts_what_a_writer_committed_instead_of_redoing_it(tmp_path):
+    """Another process's writes: the reader picks up the BM25, FAISS and graph state the writer
+    committed; before, its graph (and FAISS) looked behind after every write elsewhere and redid the
+    writer's extraction in the reader's query path, holding the write lock."""
+    settings = load_settings(env={}, data_dir=tmp_path / "data", chunk_size=64, chunk_overlap=8)
+    with ChronoRAG(settings, embedder=HashingEmbedder()) as writer:
+        writer.insert(_docs()[:5])
+        reader = ChronoRAG(settings, embedder=HashingEmbedder())
+        reader.retrieve("river report in 2020", top_k=1)  # indexes loaded, graph included
+        writer.insert(_docs()[5:])
+
+        def no_work(*args, **kwargs):
+            raise AssertionError("the reader redid the writer's indexing")
+
+        for ix in (reader.bm25, reader.dense, reader.graph):
+            ix.apply = no_work
+        hits = reader.retrieve("glacier budget in 2023", top_k=1)
+        assert hits[0].doc_id == "doc-7"
+        assert {ix.name: ix.applied_seq for ix in reader.indexes()} == {
+            ix.name: reader.store.max_seq() for ix in reader.indexes()}
+        reader.close()
+
+
 def test_stats_survive_files_a_writer_removes_during_the_walk(rag, monkeypatch):
     import os
 

@@ -57,3 +57,14 @@ def test_a_failed_state_write_is_a_warning(tmp_path, caplog):
     index.commit(3)
     index.commit(4)
     assert index.applied_seq == 4 and caplog.text.count("cannot save KV cache state") == 1
+
+
+def test_refresh_adopts_a_later_state_another_process_saved(tmp_path):
+    gen = HFGenerator.from_model(tiny_model(layers=2), CharTokenizer())
+    state = tmp_path / "kv_state.json"
+    reader, writer = ChunkKVIndex(gen, state), ChunkKVIndex(gen, state)
+    writer.commit(7)
+    assert reader.applied_seq == 0 and reader.refresh() and reader.applied_seq == 7
+    assert not reader.refresh()  # nothing newer
+    state.write_text("garbage")
+    assert not reader.refresh() and reader.applied_seq == 7  # an unreadable file changes nothing

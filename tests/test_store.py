@@ -58,6 +58,7 @@ def test_delete_removes_chunks_embeddings_and_logs(store):
     assert store.get_document("a") is None
     # retired, not gone: indexes that have not applied the deletion may still return these ids
     assert set(store.get_chunks(ids)) == set(ids) and store.doc_chunk_ids("a") == []
+    assert store.get_chunks(ids, retired=False) == {}  # what catch-up reads: live chunks only
     assert store.live_chunk_ids().tolist() == store.doc_chunk_ids("b")
     assert store.purge_retired(store.max_seq() - 1) == 0  # the last deletion is not applied yet
     assert store.purge_retired(store.max_seq()) == len(ids)
