@@ -429,11 +429,15 @@ class Store:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 args.extend(sorted(values))
         cond = (" WHERE " + " AND ".join(where)) if where else ""
-        # retired chunks too: indexes behind a busy writer may still return them (see get_chunks)
-        sql = f"SELECT chunk_id FROM chunks{cond} UNION SELECT chunk_id FROM retired_chunks{cond} ORDER BY chunk_id"
         with self._lock:
-            rows = self._conn.execute(sql, args + args).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            rows = self._conn.execute(f"SELECT chunk_id FROM chunks{cond} ORDER BY chunk_id", args).fetchall()
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            # retired chunks too, while there are any: indexes behind a busy writer may still
+            # return them (see get_chunks)
+            if self._conn.execute("SELECT 1 FROM retired_chunks LIMIT 1").fetchone() is None:
+                return ids
+            rows = self._conn.execute(f"SELECT chunk_id FROM retired_chunks{cond}", args).fetchall()
+        return np.union1d(ids, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def get_document(self, doc_id: str) -> Document | None:
         with self._lock:
