@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 from chronorag.kvcache.generator import DEFAULT_SYSTEM_PROMPT, Generator
+from chronorag.kvcache.kv_file import write_atomic
 from chronorag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,9 @@ class ChunkKVIndex:
     def commit(self, seq: int) -> None:
         """Persist ``seq``; a failed write (full disk) is a warning: the next start replays the log."""
         self._seq = int(seq)
-        tmp = self.state_path.with_suffix(".tmp")
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"applied_seq": int(seq)}))
-            os.replace(tmp, self.state_path)
+            write_atomic(self.state_path, json.dumps({"applied_seq": int(seq)}).encode())
         except OSError as exc:
             if not self._warned_commit:
                 self._warned_commit = True
