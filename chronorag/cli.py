@@ -327,6 +327,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"documents    {stats['documents']:,} ({stats['undated_documents']:,} undated)")
     print(f"chunks       {stats['chunks']:,} ({stats['tokens']:,} tokens, {stats['embeddings']:,} embeddings)")
     print(f"published    {stats['published_from'] or '-'} .. {stats['published_to'] or '-'}")
+    print(f"change log   at {stats['change_seq']:,}; {stats['change_log_entries']:,} entries kept for indexes behind")
     for name, info in stats["indexes"].items():
         print(f"index {name:<6} {_index_summary(name, info)}")
     print(f"disk         {stats['disk_bytes'] / 1e6:.1f} MB")

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from chronorag import arguments
 from chronorag.config import Settings, load_settings
-from chronorag.indexing import DerivedIndex, catch_up
+from chronorag.indexing import DerivedIndex, catch_up, trim_change_log
 from chronorag.ingest.dates import resolve_tz
 from chronorag.ingest.pipeline import IngestReport, ingest_documents
 from chronorag.store import Store, StoreError
@@ -173,6 +173,7 @@ class ChronoRAG:
             with self._write_lock(wait=False) as got:
                 if got:  # drop KV of chunks deleted or changed since this data dir last generated
                     catch_up(self.store, self._kv_index)
+                    self.store.record_index_progress({self._kv_index.name: self._kv_index.applied_seq})
         return self._generator
 
     def indexes(self) -> list[DerivedIndex]:
@@ -237,7 +238,10 @@ class ChronoRAG:
             catch_up(self.store, index, progress=step)
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)
-        self.store.purge_retired(min((ix.applied_seq for ix in self.indexes()), default=self.store.max_seq()))
+        applied = {ix.name: ix.applied_seq for ix in self.indexes()}
+        self.store.purge_retired(min(applied.values(), default=self.store.max_seq()))
+        self.store.record_index_progress(applied)
+        trim_change_log(self.store, applied)
 
     @_open_only
     def insert(

@@ -3,15 +3,27 @@
 An index remembers the last change-log sequence it applied (persisted together with its data,
 atomically). On start-up, and after every ingestion, :func:`catch_up` feeds it what it missed, so
 a crash at any point leaves an index that is merely behind, never wrong.
+
+The log would otherwise grow with every change forever, so :func:`trim_change_log` drops what
+every index has applied. An index found behind the trimmed log (one turned off for a long time,
+or whose files were deleted) is rebuilt from the store's chunks, which is always possible.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from chronorag.store import Change, Store
 from chronorag.types import Chunk
+
+log = logging.getLogger(__name__)
+
+# Log entries kept for indexes this process has not loaded (the graph while it is turned off, the
+# KV cache between `answer` runs): they catch up incrementally when they come back, unless they
+# fell this far behind, in which case they rebuild from the store instead of pinning the log.
+KEEP_FOR_UNLOADED = 200_000
 
 
 class DerivedIndex(Protocol):
@@ -72,6 +84,8 @@ def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=Non
     applied = 0
     prefetch = getattr(index, "prefetch", None)
     try:
+        if index.applied_seq < store.log_start():
+            applied += _rebuild(store, index, batch, progress)
         window = _window(store, index.applied_seq, batch)
         while window is not None:
             seq, added, del_ids, n = window
@@ -91,3 +105,60 @@ def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=Non
         end = getattr(index, "end_catch_up", None)
         if end is not None:
             end()
+
+
+def _snapshot(store: Store, start: int, batch: int) -> Iterator[list[Chunk]]:
+    """The live chunks the store held at log sequence ``start``: those the log adds later are left
+    to the replay, and those it deletes later are gone already (deleting them is a no-op)."""
+    later = store.chunk_ids_added_after(start)
+    for chunks in store.iter_chunks(batch):
+        kept = [c for c in chunks if c.chunk_id not in later]
+        if kept:
+            yield kept
+
+
+def _rebuild(store: Store, index: DerivedIndex, batch: int, progress) -> int:
+    """Rebuild ``index`` from the chunks as of the log's start; returns how many it applied.
+
+    Batches in between are committed at sequence 0, so a crash part-way leaves an index that is
+    still behind the log and is rebuilt again on the next start.
+    """
+    start = store.log_start()
+    if index.applied_seq > 0:  # a new index (first use, files deleted) is simply built
+        log.warning("the %s index is behind the trimmed change log (at %d, log starts after %d): "
+                    "rebuilding it from the store", index.name, index.applied_seq, start)
+    index.reset()
+    prefetch = getattr(index, "prefetch", None)
+    applied = 0
+    # an index that only reacts to deletions (KV caches not warmed on ingest) needs no chunks
+    batches = _snapshot(store, start, batch) if getattr(index, "wants_added", True) else iter(())
+    chunks = next(batches, None)
+    while chunks is not None:
+        index.apply(chunks, [])
+        following = next(batches, None)
+        if prefetch is not None and following is not None:
+            prefetch(following)
+        index.commit(0 if following is not None else start)
+        applied += len(chunks)
+        if progress is not None:
+            progress(len(chunks))
+        chunks = following
+    if index.applied_seq != start:  # nothing was live then
+        index.commit(start)
+    return applied
+
+
+def trim_change_log(store: Store, loaded: Mapping[str, int], keep_for_unloaded: int | None = None) -> int:
+    """Drop log entries every index has applied; returns how many went.
+
+    ``loaded``: applied sequences of the indexes this process holds (they are never left behind).
+    Indexes it does not hold are known by the progress they last recorded in the store; they hold
+    the log back by at most ``keep_for_unloaded`` entries.
+    """
+    keep = KEEP_FOR_UNLOADED if keep_for_unloaded is None else keep_for_unloaded
+    newest = store.max_seq()
+    floor = min(loaded.values(), default=newest)
+    for name, seq in store.index_progress().items():
+        if name not in loaded and seq >= newest - keep:
+            floor = min(floor, seq)
+    return store.trim_changes(floor)

@@ -2,7 +2,9 @@
 
 Every derived index (BM25 segments, FAISS, later the graph and KV caches) is rebuilt or caught up
 from this store. Writes append to a change log (``changes``) inside the same transaction that
-changes the data, so an index only has to remember the last sequence number it applied.
+changes the data, so an index only has to remember the last sequence number it applied. Entries
+every index has applied are trimmed (``trim_changes``); an index left behind the trimmed log is
+rebuilt from the chunks instead (see :mod:`chronorag.indexing`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ CREATE TABLE IF NOT EXISTS changes (
     op        TEXT NOT NULL CHECK (op IN ('add', 'del')),
     chunk_id  INTEGER NOT NULL,
     doc_id    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS index_progress (
+    name         TEXT PRIMARY KEY,
+    applied_seq  INTEGER NOT NULL
 );
 """
 
@@ -347,9 +353,52 @@ class Store:
 
     # ------------------------------------------------------------------- reads
     def max_seq(self) -> int:
+        """The newest sequence ever logged, trimmed entries included (AUTOINCREMENT keeps it)."""
         with self._lock:
-            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+            return self._max_seq()
+
+    def _max_seq(self) -> int:
+        row = self._conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM changes), 0),"
+            " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0))"
+        ).fetchone()
         return int(row[0])
+
+    def log_start(self) -> int:
+        """Every entry after this sequence is in the log; earlier ones may have been trimmed."""
+        with self._lock:
+            row = self._conn.execute("SELECT MIN(seq) FROM changes").fetchone()
+            return int(row[0]) - 1 if row[0] is not None else self._max_seq()
+
+    def chunk_ids_added_after(self, seq: int) -> set[int]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT chunk_id FROM changes WHERE seq > ? AND op = 'add'", (int(seq),)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def index_progress(self) -> dict[str, int]:
+        """The applied sequence each derived index last reported, loaded in this process or not."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT name, applied_seq FROM index_progress").fetchall())
+
+    def record_index_progress(self, applied: dict[str, int]) -> None:
+        """Remember indexes' applied sequences (after they committed them: never ahead of their files)."""
+        known = self.index_progress()
+        rows = [(name, int(seq)) for name, seq in applied.items() if known.get(name) != seq]
+        if rows:
+            with self.transaction() as cur:
+                cur.executemany("INSERT OR REPLACE INTO index_progress(name, applied_seq) VALUES (?, ?)", rows)
+
+    def trim_changes(self, through_seq: int) -> int:
+        """Drop log entries up to ``through_seq``; returns how many went. The caller makes sure no
+        index it wants to catch up incrementally is behind ``through_seq``."""
+        with self._lock:
+            if self._conn.execute("SELECT 1 FROM changes WHERE seq <= ? LIMIT 1",
+                                  (int(through_seq),)).fetchone() is None:
+                return 0
+        with self.transaction() as cur:
+            return cur.execute("DELETE FROM changes WHERE seq <= ?", (int(through_seq),)).rowcount
 
     def changes_since(self, seq: int, limit: int | None = None) -> list[Change]:
         sql = "SELECT seq, op, chunk_id, doc_id FROM changes WHERE seq > ? ORDER BY seq"
@@ -478,7 +527,8 @@ class Store:
                 "chunks": q("SELECT COUNT(*) FROM chunks").fetchone()[0],
                 "embeddings": q("SELECT COUNT(*) FROM embeddings").fetchone()[0],
                 "tokens": q("SELECT COALESCE(SUM(n_tokens), 0) FROM chunks").fetchone()[0],
-                "change_seq": q("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0],
+                "change_seq": self._max_seq(),
+                "change_log_entries": q("SELECT COUNT(*) FROM changes").fetchone()[0],
             }
 
     def time_range(self) -> tuple[str | None, str | None]:

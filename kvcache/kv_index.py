@@ -60,6 +60,11 @@ class ChunkKVIndex:
     def applied_seq(self) -> int:
         return self._seq
 
+    @property
+    def wants_added(self) -> bool:
+        """Whether added chunks matter (warmed on ingest); else only deletions do."""
+        return self.warm_added
+
     def refresh(self) -> bool:
         """Adopt a later ``applied_seq`` another process saved (it dropped the deleted chunks'
         files; entries this process still holds in memory are for ids that never come back)."""

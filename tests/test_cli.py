@@ -241,6 +241,7 @@ def test_stats_reads_as_sentences(env, capsys):
     assert code == 0 and lines["documents"].split()[1] == "2"
     assert "2 live chunks in 1 segment(s)" in lines["bm25"] and "0 pending" in lines["bm25"]
     assert "entities" in lines["graph"] and "from 2 chunks" in lines["graph"]
+    assert lines["change"] == "change log   at 4; 0 entries kept for indexes behind"  # 3 added, 1 deleted
     assert "=" not in lines["bm25"] + lines["graph"]  # no raw key=value dumps
 
 
