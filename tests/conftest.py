@@ -49,3 +49,13 @@ def _block_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     yield
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store in the test's own directory."""
+    from chronorag.store import Store
+
+    s = Store(tmp_path / "store.sqlite3")
+    yield s
+    s.close()

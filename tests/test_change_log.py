@@ -1,7 +1,6 @@
 """The change log is trimmed once every index applied it; an index left behind is rebuilt."""
 
 import logging
-from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -11,7 +10,7 @@ from chronorag import indexing
 from chronorag.config import load_settings
 from chronorag.engine import ChronoRAG
 from chronorag.indexing import catch_up, trim_change_log
-from chronorag.store import DocumentWrite, Store
+from chronorag.store import DocumentWrite
 from chronorag.types import ChunkDraft, Document
 
 UTC = timezone.utc
@@ -43,13 +42,6 @@ class _Index:
 
     def reset(self):
         self.ids, self.applied_seq = set(), 0
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
 
 
 def test_trimming_keeps_the_sequence_and_later_entries(store):

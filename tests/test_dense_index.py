@@ -23,13 +23,6 @@ VOCAB = (
 ).split()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
-
-
 def _write(store: Store, docs: dict[str, list[str]]) -> None:
     writes = []
     for doc_id, texts in docs.items():

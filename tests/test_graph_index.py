@@ -24,13 +24,6 @@ UTC = timezone.utc
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
-
-
 def put(store, doc_id, text, y, m, d, version="1"):
     doc = Document(doc_id, text, datetime(y, m, d, 9, tzinfo=UTC), source="test")
     sentences = [s.strip() + "." for s in text.split(". ") if s.strip()]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from chronorag.indexing import catch_up, net_changes
-from chronorag.store import Change, DocumentWrite, Store
+from chronorag.store import Change, DocumentWrite
 from chronorag.types import ChunkDraft, Document, SearchFilters
 
 UTC = timezone.utc
@@ -17,13 +17,6 @@ def _doc(doc_id, text="alpha beta", day=1, source="s"):
 def _write(store, doc, h, n_chunks=2):
     drafts = [ChunkDraft(i, f"{doc.text} {i}", 0, len(doc.text), 3) for i in range(n_chunks)]
     return store.write_documents([DocumentWrite(doc, h, drafts)])
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
 
 
 def test_new_unchanged_changed(store):
