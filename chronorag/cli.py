@@ -24,6 +24,7 @@ from chronorag.store import StoreError
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3  # finished, but some records or question lines failed (each one reported)
 MAX_ERRORS_SHOWN = 20
+log = logging.getLogger(__name__)
 
 
 def _settings(args: argparse.Namespace, **extra):
@@ -73,8 +74,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         fmt = args.format or guess_format(args.path)
         if args.format == "jsonl" and _looks_like_crud(args.path):
-            print(f"chronorag: warning: {args.path} looks like raw CRUD-RAG lines; as JSONL their date "
-                  "headers stay in the text and they get no dates (use --format crud)", file=sys.stderr)
+            log.warning("%s looks like raw CRUD-RAG lines; as JSONL their date headers stay in the text "
+                        "and they get no dates (use --format crud)", args.path)
         if args.prune and fmt != "dir":
             raise UsageError("--prune only applies to a folder (--format dir)")
         if args.prune and args.limit is not None:
@@ -117,9 +118,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.failed else 0
 
 
-def cmd_delete(args: argparse.Namespace) -> int:
-    if any(not d.strip() for d in args.doc_ids):
+def _check_doc_ids(doc_ids: Sequence[str]) -> None:
+    if any(not d.strip() for d in doc_ids):
         raise UsageError("empty document id")
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _check_doc_ids(args.doc_ids)
     with _open_engine(_settings(args)) as engine:
         deleted = engine.delete(args.doc_ids)
     missing = [d for d in args.doc_ids if d not in set(deleted)]
@@ -250,8 +255,7 @@ def cmd_kv(args: argparse.Namespace) -> int:
 
     if args.kv_command is None:
         raise UsageError("kv needs a subcommand: warm [DOC_ID...] or stats")
-    if any(not d.strip() for d in getattr(args, "doc_ids", None) or ()):
-        raise UsageError("empty document id")
+    _check_doc_ids(getattr(args, "doc_ids", None) or ())
     with _open_engine(_settings(args)) as engine:
         if args.kv_command == "stats":
             stats = engine.generator.cache_stats()

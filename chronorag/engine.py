@@ -388,7 +388,8 @@ class ChronoRAG:
             refresh = getattr(ix, "refresh", None)
             if refresh is not None:
                 refresh()
-        behind = any(ix.applied_seq < self.store.max_seq() for ix in self.indexes())
+        newest = self.store.max_seq()  # once per query, not once per index
+        behind = any(ix.applied_seq < newest for ix in self.indexes())
         if not behind:
             return
         with self._write_lock(wait=False) as got:

@@ -170,7 +170,8 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """A write transaction for extensions that keep their own tables here (e.g. the graph's facts)."""
+        """A write transaction: every write here, and extensions that keep their own tables in the
+        store (the graph's facts), go through it."""
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -216,75 +217,61 @@ class Store:
         appended paragraph re-embeds only what is new.
         """
         outcome: dict[str, str] = {}
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for w in writes:
-                    doc = w.document
-                    row = cur.execute(
-                        "SELECT content_hash FROM documents WHERE doc_id = ?", (doc.doc_id,)
-                    ).fetchone()
-                    if row is not None and row[0] == w.content_hash:
-                        outcome[doc.doc_id] = "unchanged"
-                        continue
-                    carried: dict[str, list[tuple[str, bytes]]] = {}
-                    if row is not None:
-                        carried = self._vectors_by_text(cur, doc.doc_id)
-                        self._delete_doc_rows(cur, doc.doc_id)
+        with self.transaction() as cur:
+            for w in writes:
+                doc = w.document
+                row = cur.execute(
+                    "SELECT content_hash FROM documents WHERE doc_id = ?", (doc.doc_id,)
+                ).fetchone()
+                if row is not None and row[0] == w.content_hash:
+                    outcome[doc.doc_id] = "unchanged"
+                    continue
+                carried: dict[str, list[tuple[str, bytes]]] = {}
+                if row is not None:
+                    carried = self._vectors_by_text(cur, doc.doc_id)
+                    self._delete_doc_rows(cur, doc.doc_id)
+                cur.execute(
+                    "INSERT INTO documents(doc_id, source, title, published_at, published_ts,"
+                    " content_hash, text, metadata) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        doc.doc_id,
+                        doc.source,
+                        doc.title,
+                        doc.published_at.isoformat() if doc.published_at else None,
+                        _ts(doc.published_at),
+                        w.content_hash,
+                        doc.text,
+                        json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True),
+                    ),
+                )
+                ts = _ts(doc.published_at)
+                for c in w.chunks:
                     cur.execute(
-                        "INSERT INTO documents(doc_id, source, title, published_at, published_ts,"
-                        " content_hash, text, metadata) VALUES (?,?,?,?,?,?,?,?)",
-                        (
-                            doc.doc_id,
-                            doc.source,
-                            doc.title,
-                            doc.published_at.isoformat() if doc.published_at else None,
-                            _ts(doc.published_at),
-                            w.content_hash,
-                            doc.text,
-                            json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True),
-                        ),
+                        "INSERT INTO chunks(doc_id, ord, text, char_start, char_end, n_tokens,"
+                        " published_ts, source) VALUES (?,?,?,?,?,?,?,?)",
+                        (doc.doc_id, c.ord, c.text, c.char_start, c.char_end, c.n_tokens, ts,
+                         doc.source),
                     )
-                    ts = _ts(doc.published_at)
-                    for c in w.chunks:
-                        cur.execute(
-                            "INSERT INTO chunks(doc_id, ord, text, char_start, char_end, n_tokens,"
-                            " published_ts, source) VALUES (?,?,?,?,?,?,?,?)",
-                            (doc.doc_id, c.ord, c.text, c.char_start, c.char_end, c.n_tokens, ts,
-                             doc.source),
-                        )
-                        chunk_id = cur.lastrowid
-                        cur.executemany(
-                            "INSERT OR IGNORE INTO embeddings(chunk_id, model, vec) VALUES (?, ?, ?)",
-                            [(chunk_id, model, vec) for model, vec in carried.get(c.text, ())],
-                        )
-                        cur.execute(
-                            "INSERT INTO changes(op, chunk_id, doc_id) VALUES ('add', ?, ?)",
-                            (chunk_id, doc.doc_id),
-                        )
-                    outcome[doc.doc_id] = "changed" if row is not None else "new"
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                    chunk_id = cur.lastrowid
+                    cur.executemany(
+                        "INSERT OR IGNORE INTO embeddings(chunk_id, model, vec) VALUES (?, ?, ?)",
+                        [(chunk_id, model, vec) for model, vec in carried.get(c.text, ())],
+                    )
+                    cur.execute(
+                        "INSERT INTO changes(op, chunk_id, doc_id) VALUES ('add', ?, ?)",
+                        (chunk_id, doc.doc_id),
+                    )
+                outcome[doc.doc_id] = "changed" if row is not None else "new"
         return outcome
 
     def delete_documents(self, doc_ids: Iterable[str]) -> list[str]:
         """Delete documents, their chunks and embeddings; returns the ids that existed."""
         deleted: list[str] = []
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for doc_id in doc_ids:
-                    if cur.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone():
-                        self._delete_doc_rows(cur, doc_id)
-                        deleted.append(doc_id)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self.transaction() as cur:
+            for doc_id in doc_ids:
+                if cur.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc_id,)).fetchone():
+                    self._delete_doc_rows(cur, doc_id)
+                    deleted.append(doc_id)
         return deleted
 
     @staticmethod
@@ -319,37 +306,20 @@ class Store:
         """Forget retired chunks whose deletion every index has applied (``applied_seq``: the
         lowest applied sequence among them); returns how many went."""
         with self._lock:
-            cur = self._conn.cursor()
-            if cur.execute("SELECT 1 FROM retired_chunks WHERE retired_seq <= ? LIMIT 1",
-                           (int(applied_seq),)).fetchone() is None:
+            if self._conn.execute("SELECT 1 FROM retired_chunks WHERE retired_seq <= ? LIMIT 1",
+                                  (int(applied_seq),)).fetchone() is None:
                 return 0  # nothing to do: no write transaction for readers that are in step
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                n = cur.execute("DELETE FROM retired_chunks WHERE retired_seq <= ?", (int(applied_seq),)).rowcount
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return n
+        with self.transaction() as cur:
+            return cur.execute("DELETE FROM retired_chunks WHERE retired_seq <= ?", (int(applied_seq),)).rowcount
 
     def put_embeddings(self, model: str, vectors: dict[int, np.ndarray]) -> None:
         """Cache embeddings so an index rebuild never re-embeds. Vectors of deleted chunks are dropped."""
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "INSERT OR REPLACE INTO embeddings(chunk_id, model, vec)"
-                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE chunk_id = ?)",
-                    [
-                        (cid, model, np.asarray(v, dtype=np.float32).tobytes(), cid)
-                        for cid, v in vectors.items()
-                    ],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT OR REPLACE INTO embeddings(chunk_id, model, vec)"
+                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE chunk_id = ?)",
+                [(cid, model, np.asarray(v, dtype=np.float32).tobytes(), cid) for cid, v in vectors.items()],
+            )
 
     # ------------------------------------------------------------------- reads
     def max_seq(self) -> int:

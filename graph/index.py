@@ -22,10 +22,9 @@ from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
 from chronorag.graph.period_summaries import resummarise
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
 from chronorag.graph.temporal_graph import TemporalGraph
-from chronorag.graph.timeline import ExtractiveSummariser, Summariser, lineage, parent_of
+from chronorag.graph.timeline import PERIOD_LABEL, ExtractiveSummariser, Summariser, lineage, parent_of
 from chronorag.graph.timescope import parse_time_scope
 
-_LABEL_OK = re.compile(r"^[0-9]{4}(?:-Q[1-4]|-[0-9]{2}(?:-[0-9]{2})?)?$")
 from chronorag.store import Store
 from chronorag.types import Chunk
 
@@ -379,7 +378,7 @@ class GraphIndex:
         if isinstance(top, bool) or not isinstance(top, int) or top < 0:
             raise ValueError(f"top must be an integer >= 0, got {top!r}")
         if self._graph is None and self.partial_queries:
-            sub = self.subgraph(period=period.strip()) if _LABEL_OK.match(period.strip()) else TemporalGraph()
+            sub = self.subgraph(period=period.strip()) if PERIOD_LABEL.match(period.strip()) else TemporalGraph()
             return GraphRetriever(sub).period_summary(period, top)
         return self.retriever.period_summary(period, top)
 

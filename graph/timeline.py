@@ -20,12 +20,12 @@ from typing import Protocol
 LEVELS = ("year", "quarter", "month", "day")
 # ASCII digits only ('\d' also matches '２０２１' and '٢٠٢١', which then named no period at all);
 # a day only after a month.
-_LABEL = re.compile(r"^([0-9]{4})(?:-Q([1-4])|-([0-9]{2})(?:-([0-9]{2}))?)?$")
+PERIOD_LABEL = re.compile(r"^([0-9]{4})(?:-Q([1-4])|-([0-9]{2})(?:-([0-9]{2}))?)?$")
 _LABEL_FORMS = "use 2023, 2023-Q3, 2023-08 or 2023-08-11"
 
 
 def level_of(label: str) -> str:
-    m = _LABEL.match(label)
+    m = PERIOD_LABEL.match(label)
     if not m:
         raise ValueError(f"not a period label: {_shown(label)} ({_LABEL_FORMS})")
     try:  # a real calendar period: not month 13, not 30 February, not year 0

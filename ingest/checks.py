@@ -12,6 +12,16 @@ from chronorag.types import CONTROL_CHARS, Document
 MAX_ID_CHARS = 1024
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 (SQLite and every index need it), or None: a lone
+    surrogate, e.g. os.fsdecode's stand-in for an undecodable byte of a file name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{exc.reason} at character {exc.start}"
+    return None
+
+
 def doc_id_problem(doc_id: str) -> str | None:
     """Why an id cannot be stored, or None. A NUL cannot be passed to `chronorag delete`, a newline
     or tab breaks every line-oriented output, and a lone surrogate (a file name's undecodable byte)
@@ -20,10 +30,9 @@ def doc_id_problem(doc_id: str) -> str | None:
         return "empty 'id'"
     if CONTROL_CHARS.search(doc_id):
         return f"'id' contains a control character: {doc_id!r}"
-    try:
-        doc_id.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"'id' is not valid Unicode: {exc.reason} at character {exc.start}: {doc_id!r}"
+    problem = unicode_problem(doc_id)
+    if problem:
+        return f"'id' is not valid Unicode: {problem}: {doc_id!r}"
     if len(doc_id) > MAX_ID_CHARS:
         return f"'id' is longer than {MAX_ID_CHARS} characters"
     return None
@@ -45,10 +54,9 @@ def document_problem(doc: object) -> str | None:
     if doc.title is not None and not isinstance(doc.title, str):
         return f"'title' must be a string, got {type(doc.title).__name__}"
     for name, value in (("text", doc.text), ("title", doc.title or "")):
-        try:
-            value.encode("utf-8")  # SQLite and every index need UTF-8: a lone surrogate cannot be stored
-        except UnicodeEncodeError as exc:
-            return f"'{name}' is not valid Unicode: {exc.reason} at character {exc.start}"
+        problem = unicode_problem(value)
+        if problem:
+            return f"'{name}' is not valid Unicode: {problem}"
     if not isinstance(doc.source, str):
         return f"'source' must be a string, got {type(doc.source).__name__}"
     if doc.published_at is not None:

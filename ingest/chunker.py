@@ -22,7 +22,8 @@ from llama_index.core.node_parser import SentenceSplitter
 from chronorag.ingest.token_count import WordPieceCounter
 from chronorag.types import ChunkDraft
 
-CHUNKER_VERSION = "v2"
+# Chunking changes must bump CHUNKING_VERSION in chronorag.ingest.pipeline (documents then re-chunk
+# at their next ingest); it lives there so an unchanged re-ingest never imports llama-index.
 # A chunk also stays under this many characters per token of chunk_size: MiniLM's WordPiece counts a
 # word of over 100 characters (a hash, a minified line, a DNA string) as one [UNK] token, so a token
 # budget alone let a 200,000-character line become one "1-token" chunk that no prompt can hold.
@@ -169,11 +170,6 @@ class Chunker:
         self.chunk_overlap = chunk_overlap
         self.counter = counter or WordPieceCounter()
         self.node_parser = OffsetSentenceSplitter(chunk_size, chunk_overlap, self.counter)
-
-    @property
-    def signature(self) -> str:
-        """Changes whenever the same text could be chunked differently."""
-        return f"chunker:{CHUNKER_VERSION}:minilm:{self.chunk_size}:{self.chunk_overlap}:{MAX_CHARS_PER_TOKEN}"
 
     def count_tokens(self, text: str) -> int:
         return self.counter.count(text)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from chronorag.ingest.checks import doc_id_problem
+from chronorag.ingest.checks import doc_id_problem, unicode_problem
 from chronorag.ingest.dates import UTC, DateParseError, parse_datetime, resolve_tz
 from chronorag.ingest.front_matter import split_front_matter
 from chronorag.types import Document, LoadError
@@ -83,17 +83,9 @@ def id_prefix(path: str | os.PathLike) -> str:
     """``'<folder name>/'``: what every id of a document loaded from the folder ``path`` starts with.
     Raises ValueError for a folder name that is not valid UTF-8 (no id could be stored)."""
     name = Path(path).resolve().name
-    if not _encodable(name):
+    if unicode_problem(name) is not None:
         raise ValueError(f"folder name is not valid UTF-8: {_shown(name)}")
     return unicodedata.normalize("NFC", name) + "/"
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # os.fsdecode's lone surrogates for undecodable bytes
-        return False
-    return True
 
 
 def _shown(path: str | os.PathLike) -> str:
@@ -132,10 +124,10 @@ def _iter_directory(root: Path, source_name: str, tz: tzinfo) -> Iterator[Docume
             folder, problem = file
             inner = "" if folder == root else f"{folder.relative_to(root).as_posix()}/"
             below = unicodedata.normalize("NFC", f"{source_name}/{inner}")
-            yield LoadError(_shown(folder), None, below if _encodable(below) else None, problem)
+            yield LoadError(_shown(folder), None, below if unicode_problem(below) is None else None, problem)
             continue
         relative = file.relative_to(root).as_posix()
-        if not _encodable(relative):
+        if unicode_problem(relative) is not None:
             yield LoadError(_shown(file), None, None, "file name is not valid UTF-8; rename the file")
             continue
         doc_id = unicodedata.normalize("NFC", f"{source_name}/{relative}")

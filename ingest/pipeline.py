@@ -20,6 +20,9 @@ from chronorag.store import DocumentWrite, Store
 from chronorag.types import ChunkDraft, Document, LoadError
 
 _worker_chunker = None
+# Part of every document's content hash: bump it whenever chunker.py could cut the same text
+# differently, and every document re-chunks at its next ingest (stored vectors are reused).
+CHUNKING_VERSION = "v3-char-cap"
 
 
 @dataclass
@@ -172,7 +175,7 @@ def ingest_documents(
     """Store new and changed documents with their chunks; report what happened to each."""
     report = IngestReport()
     seen: set[str] = set()  # ids taken in this call: a later record with one is reported, not applied
-    signature = f"chunker:v3-char-cap:{chunk_size}:{chunk_overlap}"  # bump when chunking changes
+    signature = f"chunker:{CHUNKING_VERSION}:{chunk_size}:{chunk_overlap}"
     source_iter = iter(records)
     with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
         while True:

@@ -50,11 +50,18 @@ class GenerationRequest:
             raise RequestError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens < 1:
             raise RequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.mode is not None and (not isinstance(self.mode, str) or self.mode not in MODES):
-            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode is not None:
+            check_mode(self.mode)
         if self.ratio is not None:
             check_ratio(self.ratio)
         return self
+
+
+def check_mode(mode: object, allowed: Sequence[str] = MODES) -> str:
+    """A KV reuse mode the backend supports."""
+    if not isinstance(mode, str) or mode not in allowed:
+        raise RequestError(f"mode must be one of {', '.join(allowed)}, got {mode!r}")
+    return mode
 
 
 def check_ratio(ratio: object) -> float:

@@ -20,7 +20,6 @@ from chronorag.kvcache.chunk_store import ChunkKV, ChunkStore, chunk_key
 from chronorag.kvcache.forward import KVBuffer, LayerRunner, UnsupportedModel, pick_token
 from chronorag.kvcache.generator import (
     DEFAULT_SYSTEM_PROMPT,
-    MODES,
     STORE_DTYPES,
     CacheReport,
     GenerationError,
@@ -31,6 +30,7 @@ from chronorag.kvcache.generator import (
     RequestError,
     Timings,
     TokenEvent,
+    check_mode,
     check_ratio,
 )
 from chronorag.kvcache.model_loader import LoadedModel, load_model, tokenizer_identity
@@ -82,9 +82,7 @@ class HFGenerator(Generator):
         layout: PromptLayout | None = None,
         loaded: LoadedModel | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        ratio = check_ratio(ratio)
+        mode, ratio = check_mode(mode), check_ratio(ratio)
         self._load_args = dict(model=model, gguf_file=gguf_file, device=device, dtype=dtype)
         self.mode, self.ratio = mode, ratio
         self.blend_config = BlendConfig(ratio, check_layer, score, lead_tokens)

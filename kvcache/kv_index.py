@@ -5,7 +5,7 @@ ids are never reused by the store and an edited document arrives as delete + add
 is enough: a cache entry can never outlive the text it was computed from. Only ``applied_seq`` is
 persisted here (the KV files themselves live in the generator's disk tier). The state is derived: an
 unreadable state file means it is unknown which cached chunks were deleted since, so every entry is
-dropped and the log replayed from the start (recomputing is slow, never wrong).
+dropped and the index starts again from sequence 0 (recomputing is slow, never wrong).
 """
 
 from __future__ import annotations

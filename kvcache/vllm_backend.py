@@ -24,12 +24,13 @@ from chronorag.kvcache.generator import (
     DEFAULT_SYSTEM_PROMPT,
     BackendUnavailable,
     CacheReport,
-    GenerationError,
     GenerationRequest,
     GenerationResult,
     Generator,
     Timings,
     TokenEvent,
+    check_mode,
+    check_ratio,
 )
 from chronorag.kvcache.prompt import ChunkRef, PromptLayout, build_prompt, encode_chunk, encode_prefix
 
@@ -50,8 +51,7 @@ def import_vllm() -> Any:
 def lmcache_env(ratio: float, check_layers: int = 1, separator: str = " # # ", chunk_size: int = 256,
                 cpu_gb: float = 5.0) -> dict[str, str]:
     """Environment LMCache reads at engine start to enable CacheBlend."""
-    if not 0.0 <= ratio <= 1.0:
-        raise GenerationError(f"ratio must be in [0, 1], got {ratio}")
+    ratio = check_ratio(ratio)
     return {
         "LMCACHE_CHUNK_SIZE": str(int(chunk_size)),
         "LMCACHE_ENABLE_BLENDING": "True",
@@ -90,8 +90,7 @@ class VLLMGenerator(Generator):
                  blend_separator: str = " # # ", gpu_memory_utilization: float = 0.8,
                  max_model_len: int | None = None, layout: PromptLayout | None = None,
                  engine_kwargs: dict[str, Any] | None = None) -> None:
-        if mode not in VLLM_MODES:
-            raise GenerationError(f"vllm mode must be one of {VLLM_MODES}, got {mode!r}")
+        check_mode(mode, VLLM_MODES)
         self.model, self.mode, self.ratio, self.check_layers = model, mode, ratio, check_layers
         self.separator = blend_separator
         self.layout = layout or PromptLayout()
