@@ -307,6 +307,21 @@ def keys_for_aliases(store: Store, strings: Iterable[str]) -> dict[str, set[str]
     return out
 
 
+def names_by_alias_prefix(store: Store, prefix: str, limit: int = 100_000) -> dict[str, str]:
+    """Casefolded surface form -> display name for the aliases starting with ``prefix`` (casefolded),
+    read through the alias index; bounded by ``limit`` mention rows (what-did-you-mean hints)."""
+    prefix = prefix.casefold()
+    if not prefix:
+        return {}
+    upper = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+    rows = store.query("SELECT alias, name FROM graph_mentions WHERE alias >= ? AND alias < ? LIMIT ?",
+                       [prefix, upper, int(limit)])
+    out: dict[str, str] = {}
+    for alias, name in rows:
+        out.setdefault(alias, name)
+    return out
+
+
 def functional_rows_of(store: Store, keys: Iterable[str]) -> list[FactRow]:
     """Facts of functional relations touching ``keys`` (what their validity depends on)."""
     rels = list(FUNCTIONAL_RELATIONS)

@@ -20,7 +20,7 @@ from chronorag.graph.extract import Extraction, Extractor, RuleExtractor, extrac
 from chronorag.graph.extract_pool import ExtractionPool, PendingExtraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
 from chronorag.graph.period_summaries import resummarise
-from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates
+from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates, unknown_entity
 from chronorag.graph.temporal_graph import TemporalGraph
 from chronorag.graph.timeline import PERIOD_LABEL, ExtractiveSummariser, Summariser, lineage, parent_of
 from chronorag.graph.timescope import parse_time_scope
@@ -368,6 +368,8 @@ class GraphIndex:
         if self._graph is None and self.partial_queries:
             found = fs.keys_for_aliases(self.store, [name.strip(), entity_key(name)])
             keys = set().union(*found.values()) if found else set()
+            if not keys:  # suggest from the aliases sharing the first two characters typed
+                raise unknown_entity(name, fs.names_by_alias_prefix(self.store, name.strip()[:2]))
             return GraphRetriever(self.subgraph(keys)).entity_timeline(name)
         return self.retriever.entity_timeline(name)
 

@@ -53,6 +53,25 @@ class UnknownEntity(ValueError):
     """No entity of that name in the graph (message lists close names)."""
 
 
+SUGGESTIONS = 5
+
+
+def unknown_entity(name: str, known: dict[str, str]) -> UnknownEntity:
+    """The error for a name the graph does not know, with the names the user may have meant.
+
+    ``known`` maps casefolded surface forms to display names. Names that extend what was typed come
+    first ('Helen' -> 'Helen Marsh', shortest first: a partial name is the likeliest slip), then close
+    spellings ('Nothwind Energy' -> 'Northwind Energy').
+    """
+    typed = name.strip().casefold()
+    longer = sorted((a for a in known if a.startswith(typed) and a != typed), key=lambda a: (len(a), a)) if typed else []
+    close = difflib.get_close_matches(typed, list(known), n=SUGGESTIONS, cutoff=0.75)
+    shown_names = list(dict.fromkeys(known[a] for a in longer[:SUGGESTIONS] + close))[:SUGGESTIONS]
+    hint = f"; did you mean: {', '.join(shown_names)}" if shown_names else ""
+    shown = name if len(name) <= 80 else name[:80] + "..."
+    return UnknownEntity(f"no entity named {shown!r} in the graph{hint}")
+
+
 class UnknownPeriod(ValueError):
     """Not a period label the time hierarchy knows."""
 
@@ -343,10 +362,8 @@ class GraphRetriever:
         keys = {k for k in keys if k in g.entities}
         if keys:
             return max(keys, key=lambda k: len(g.entity_facts.get(k, ())))
-        close = difflib.get_close_matches(name.casefold(), list(g.alias_index), n=5, cutoff=0.75)
-        hint = f"; did you mean: {', '.join(close)}" if close else ""
-        shown = name if len(name) <= 80 else name[:80] + "..."
-        raise UnknownEntity(f"no entity named {shown!r} in the graph{hint}")
+        known = {alias: g.entities[k].name for alias, ks in g.alias_index.items() for k in ks if k in g.entities}
+        raise unknown_entity(name, known)
 
     def entity_timeline(self, name: str) -> list[dict]:
         """Every fact about an entity, oldest first, with validity and source chunk ids."""

@@ -193,6 +193,8 @@ def test_graph_commands_and_graph_flag(env, capsys):
     assert code == 0 and json.loads(out)["n_chunks"] >= 1
     code, _, err = _run(capsys, "graph", "entity", "Nobody Atall")
     assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "graph", "entity", "Northwind Enrgy")  # the CLI reads a partial graph
+    assert code == 2 and "did you mean: Northwind Energy" in err and len(err.strip().splitlines()) == 1
     code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--no-graph", "--json")
     assert all("graph" not in r["scores"] for r in json.loads(out)["results"])
     code, out, _ = _run(capsys, "retrieve", "Northwind headquarters", "--retriever", "graph", "--json")

@@ -242,6 +242,30 @@ def test_graph_queries_refuse_wrong_types_with_value_errors(built):
     assert len(str(err.value)) < 200  # a huge name is not echoed in full
 
 
+def test_unknown_entity_suggests_longer_and_close_names_with_or_without_the_whole_graph(built):
+    built.load()
+    for graph in (built, _partial(built)):
+        for typed, meant in (("Maria", "Maria Chen"), ("Nothwind Energy", "Northwind Energy"),
+                             ("northwind energ", "Northwind Energy")):
+            with pytest.raises(UnknownEntity, match="did you mean: ") as err:
+                graph.entity_timeline(typed)
+            assert meant in str(err.value).split("did you mean: ", 1)[1].split(", ")
+        with pytest.raises(UnknownEntity) as err:
+            graph.entity_timeline("Zebra Holdings")
+        assert "did you mean" not in str(err.value)
+    assert built._graph is not None and _partial(built)._graph is None
+
+
+def test_unknown_entity_lists_extensions_shortest_first_then_close_spellings():
+    from chronorag.graph.retrieve import unknown_entity
+
+    known = {"acme": "Acme", "acme corp": "Acme Corp", "acme corporation ltd": "Acme Corporation Ltd",
+             "acne": "Acne", "zeta": "Zeta"}
+    assert str(unknown_entity("ACM", known)).endswith("did you mean: Acme, Acme Corp, Acme Corporation Ltd")
+    assert str(unknown_entity("Acmr", known)).endswith("did you mean: Acme")
+    assert "did you mean" not in str(unknown_entity("  ", known))
+
+
 def _partial(built):
     from chronorag.graph.index import GraphIndex
 
