@@ -17,6 +17,8 @@ UTC = timezone.utc
 CRUD_BODY_MARK = re.compile(r"正文[：:]")
 MAX_CRUD_HEADER_CHARS = 400  # the longest real header is 220 characters
 BODY_DATE_WINDOW = 300  # how far into a body an explicit date may serve as the publication date
+# A body date must fall within the span of its feed's header dates widened by this much (see loaders).
+FEED_SPAN_SLACK = timedelta(days=31)
 
 _FIXED_ZONES = {"UTC": UTC, "Z": UTC, "GMT": UTC, "Asia/Shanghai": timezone(timedelta(hours=8), "CST")}
 
@@ -266,6 +268,18 @@ def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallb
     if partial and _valid_time(*partial[2:]):  # the header's time of day, the body's year
         found = found.replace(hour=partial[2], minute=partial[3], second=partial[4])
     return found, body, "body"
+
+
+def within_feed_span(found: datetime, span: tuple[datetime, datetime] | None,
+                     slack: timedelta = FEED_SPAN_SLACK) -> bool:
+    """Whether a date found in a body can be its publication date, judged by the feed it came in.
+
+    The earliest full date of a body is often a cited one: an anniversary's event (1953), a rule's
+    start (2024-01-01), a film's release. When the feed's own headers say when it was published,
+    a body date outside that span (plus ``slack``) is one of those; ``span`` None (a feed without
+    header dates) has nothing to judge by, and the body date stands.
+    """
+    return span is None or span[0] - slack <= found <= span[1] + slack
 
 
 def _valid_time(hour: int, minute: int, second: int) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from chronorag.ingest.dates import (
     CRUD_BODY_MARK, MAX_CRUD_HEADER_CHARS, SHANGHAI, UTC, DateParseError, crud_header_date,
-    parse_datetime, resolve_tz,
+    parse_datetime, resolve_tz, within_feed_span,
 )
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.loaders_dir import load_directory
@@ -117,7 +117,10 @@ def load_crud(path: str | os.PathLike, default_tz: str | tzinfo = SHANGHAI,
     """Documents from the CRUD-RAG corpus (``{"id", "text"}`` raw news lines, plain or .gz).
 
     The text becomes the body after the ``正文：`` header; the date comes from the header, else
-    (``body_dates``) from an explicit full date early in the body; ``metadata['date_from']`` says which.
+    (``body_dates``) from an explicit full date early in the body, kept only when it falls within the
+    span of header dates of the same feed (the id before its last ':', the raw source file) widened
+    by a month, so cited dates do not pass for publication dates; ``metadata['date_from']`` says which.
+    With ``body_dates`` the file is read twice (the first pass only collects the feeds' header spans).
     """
     path = _existing_file(path)
     return _iter_crud(path, resolve_tz(default_tz), body_dates)
@@ -320,9 +323,33 @@ def _refuse_jsonl_fields(obj: dict[str, Any]) -> None:
                          "this looks like chronorag JSONL; use --format jsonl")
 
 
+def _feed_of(doc_id: str) -> str:
+    """A CRUD-RAG id is '<source file>:<line>'; ids without a ':' form one feed per file."""
+    return doc_id.rpartition(":")[0]
+
+
+def _feed_spans(path: Path, tz: tzinfo) -> dict[str, tuple[datetime, datetime]]:
+    """(earliest, latest) header date per feed; bad lines are skipped here and reported by the real pass."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for item in _json_records(path):
+        if isinstance(item, LoadError):
+            continue
+        try:
+            doc_id, text = _doc_id(item[1]), _text(item[1])
+        except _BadRecord:
+            continue
+        found, _, _ = crud_header_date(text, tz, body_fallback=False)
+        if found is not None:
+            feed = _feed_of(doc_id)
+            old = spans.get(feed)
+            spans[feed] = (found, found) if old is None else (min(old[0], found), max(old[1], found))
+    return spans
+
+
 def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
     source = str(path)
     ids = _FirstWins(source)
+    spans = _feed_spans(path, tz) if body_dates else {}
     for item in _json_records(path):
         if isinstance(item, LoadError):
             yield item
@@ -333,6 +360,8 @@ def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
             doc_id = _doc_id(obj)
             _refuse_jsonl_fields(obj)
             published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates)
+            if how == "body" and not within_feed_span(published_at, spans.get(_feed_of(doc_id))):
+                published_at, how = None, None
             if not body:
                 raise _BadRecord("empty body after the '正文：' header")
         except _BadRecord as exc:

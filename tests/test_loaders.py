@@ -199,6 +199,28 @@ def test_load_crud(tmp_path):
     assert "empty body" in errors[0].message
 
 
+def test_crud_body_dates_must_fall_within_their_feeds_header_span(tmp_path):
+    """A body's first full date is often a cited one (an anniversary's event, a rule's start, a
+    release): it stands only within a month of the dates the same feed's headers carry."""
+    path = _write_lines(tmp_path / "corpus.jsonl.gz", [
+        {"id": "news.txt:0", "text": "，正文：1953年7月27日，朝鲜停战协定签字。今年是胜利70周年。"},
+        {"id": "news.txt:1", "text": "2023-07-20 10:00，正文：会议召开。"},
+        {"id": "news.txt:2", "text": "，正文：2023年6月25日，某市召开会议。"},         # 25 days before: kept
+        {"id": "news.txt:3", "text": "，正文：2024年8月9日，电影将上映。"},           # a release date
+        {"id": "news.txt:4", "text": "2023-08-19 09:00，正文：又一次会议。"},
+        {"id": "news.txt:5", "text": "，正文：2023年9月18日，展会开幕。"},           # 30 days after: kept
+        {"id": "old.txt:0", "text": "，正文：2015年1月28日，司法解释公布。"},        # a feed without headers
+    ])
+    dated = {d.doc_id: (d.published_at and d.published_at.date().isoformat(), d.metadata.get("date_from"))
+             for d in load_crud(path)}
+    assert dated == {
+        "news.txt:0": (None, None), "news.txt:1": ("2023-07-20", "header"), "news.txt:2": ("2023-06-25", "body"),
+        "news.txt:3": (None, None), "news.txt:4": ("2023-08-19", "header"), "news.txt:5": ("2023-09-18", "body"),
+        "old.txt:0": ("2015-01-28", "body"),
+    }
+    assert {d.doc_id: d.published_at for d in load_crud(path, body_dates=False)}["news.txt:2"] is None
+
+
 def test_crud_format_refuses_chronorag_jsonl_records(tmp_path):
     """Our own JSONL read with --format crud would lose its dates (and replace the stored, dated
     documents with undated ones): such records are refused, each with its line, and nothing lands."""
