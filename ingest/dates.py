@@ -3,7 +3,8 @@
 Two entry points: :func:`parse_datetime` for a value that is meant to be a date (a ``published_at``
 field, front matter, a CLI bound) and fails loudly otherwise, and :func:`crud_header_date` for the
 free-form header of a CRUD-RAG news line, which finds a date if there is one and returns None if not.
-A header without a year (``7-20 16:03``, ``07月27日``) stays undated: picking a year would be inventing.
+A day without a year (``7-20 16:03``, ``07月27日``) gets one only when the dates of its feed leave a
+single candidate; otherwise it stays undated: picking a year would be inventing.
 """
 
 from __future__ import annotations
@@ -243,15 +244,21 @@ def body_date(body: str, default_tz: tzinfo, month_day: tuple[int, int] | None =
     return None
 
 
-def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallback: bool = True
-                     ) -> tuple[datetime | None, str, str | None]:
-    """(published_at, body, how) for one raw CRUD-RAG line; ``how`` is 'header', 'body' or None.
+def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallback: bool = True,
+                     feed_span: tuple[datetime, datetime] | None = None) -> tuple[datetime | None, str, str | None]:
+    """(published_at, body, how) for one raw CRUD-RAG line; ``how`` says where the date came from.
 
-    The header (text before the first ``正文：``) is searched for a date with a year. Failing that,
-    the first ~300 characters of the body are searched for an explicit full date; when the header
-    gave a day without a year (``7-20 16:03``) the body date must fall on that day, and the header's
-    time of day is kept. Anything else is undated: no year is guessed, no clock is consulted.
-    ``body_fallback=False`` trusts headers only.
+    The header (text before the first ``正文：``) is searched for a date with a year ('header'). Failing
+    that, the first ~300 characters of the body are searched for an explicit full date ('body'); when
+    the header gave a day without a year (``7-20 16:03``) the body date must fall on that day, and the
+    header's time of day is kept. ``body_fallback=False`` trusts headers only.
+
+    ``feed_span`` (the earliest and latest header dates of the line's feed, its raw source file)
+    is the evidence for the rest: a body date outside it, widened by ``FEED_SPAN_SLACK``, is a cited
+    date (an anniversary's 1953, a 2024 release) and not taken; and a day named without its year, the
+    header's or else the body's first (``中新网7月28日电``), is dated when exactly one year puts it
+    inside the widened span ('header+feed-year' / 'body+feed-year'). Anything else is undated: no year
+    is guessed, no clock is consulted.
     """
     tz = default_tz or SHANGHAI
     header, body = split_crud_line(raw_line)
@@ -262,24 +269,46 @@ def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallb
         if found is not None:
             return found, body, "header"
         partial = _yearless_day(header)
-    found = body_date(body, tz, partial[:2] if partial else None) if body_fallback else None
-    if found is None:
+    if not body_fallback:
         return None, body, None
-    if partial and _valid_time(*partial[2:]):  # the header's time of day, the body's year
-        found = found.replace(hour=partial[2], minute=partial[3], second=partial[4])
-    return found, body, "body"
+    found = body_date(body, tz, partial[:2] if partial else None)
+    if found is not None and within_feed_span(found, feed_span):
+        if partial and _valid_time(*partial[2:]):  # the header's time of day, the body's year
+            found = found.replace(hour=partial[2], minute=partial[3], second=partial[4])
+        return found, body, "body"
+    if feed_span is None:
+        return None, body, None
+    if partial:
+        day, how = partial, "header+feed-year"
+    else:
+        first = _BODY_YEARLESS.search(_normalise(body[:BODY_DATE_WINDOW]))
+        if first is None:
+            return None, body, None
+        day, how = (int(first.group("m")), int(first.group("d")), 0, 0, 0), "body+feed-year"
+    found = _year_from_span(day, feed_span, tz)
+    return (found, body, how) if found is not None else (None, body, None)
 
 
 def within_feed_span(found: datetime, span: tuple[datetime, datetime] | None,
                      slack: timedelta = FEED_SPAN_SLACK) -> bool:
-    """Whether a date found in a body can be its publication date, judged by the feed it came in.
-
-    The earliest full date of a body is often a cited one: an anniversary's event (1953), a rule's
-    start (2024-01-01), a film's release. When the feed's own headers say when it was published,
-    a body date outside that span (plus ``slack``) is one of those; ``span`` None (a feed without
-    header dates) has nothing to judge by, and the body date stands.
-    """
+    """Whether a date can be a line's publication date, judged by its feed's header dates (None:
+    a feed without any, which has nothing to judge by)."""
     return span is None or span[0] - slack <= found <= span[1] + slack
+
+
+def _year_from_span(day: tuple[int, int, int, int, int], span: tuple[datetime, datetime], tz: tzinfo
+                    ) -> datetime | None:
+    """(month, day, hour, minute, second) in the one year that puts it inside the widened span."""
+    month, dom, hh, mm, ss = day if _valid_time(*day[2:]) else (*day[:2], 0, 0, 0)
+    fits = []
+    for year in range(span[0].year - 1, span[1].year + 2):
+        try:
+            found = _build(year, month, dom, hh, mm, ss, tz=tz)
+        except DateParseError:  # 29 February of a common year, 31 June
+            continue
+        if within_feed_span(found, span):
+            fits.append(found)
+    return fits[0] if len(fits) == 1 else None
 
 
 def _valid_time(hour: int, minute: int, second: int) -> bool:

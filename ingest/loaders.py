@@ -24,7 +24,7 @@ from typing import Any
 
 from chronorag.ingest.dates import (
     CRUD_BODY_MARK, MAX_CRUD_HEADER_CHARS, SHANGHAI, UTC, DateParseError, crud_header_date,
-    parse_datetime, resolve_tz, within_feed_span,
+    parse_datetime, resolve_tz,
 )
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.loaders_dir import load_directory
@@ -117,10 +117,10 @@ def load_crud(path: str | os.PathLike, default_tz: str | tzinfo = SHANGHAI,
     """Documents from the CRUD-RAG corpus (``{"id", "text"}`` raw news lines, plain or .gz).
 
     The text becomes the body after the ``正文：`` header; the date comes from the header, else
-    (``body_dates``) from an explicit full date early in the body, kept only when it falls within the
-    span of header dates of the same feed (the id before its last ':', the raw source file) widened
-    by a month, so cited dates do not pass for publication dates; ``metadata['date_from']`` says which.
-    With ``body_dates`` the file is read twice (the first pass only collects the feeds' header spans).
+    (``body_dates``) from the body or a year-less day, judged by the span of header dates of the same
+    feed (the id before its last ':', the raw source file; see ``dates.crud_header_date``);
+    ``metadata['date_from']`` says which. With ``body_dates`` the file is read twice (the first pass
+    only collects the feeds' header spans).
     """
     path = _existing_file(path)
     return _iter_crud(path, resolve_tz(default_tz), body_dates)
@@ -359,9 +359,8 @@ def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
         try:
             doc_id = _doc_id(obj)
             _refuse_jsonl_fields(obj)
-            published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates)
-            if how == "body" and not within_feed_span(published_at, spans.get(_feed_of(doc_id))):
-                published_at, how = None, None
+            published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates,
+                                                       feed_span=spans.get(_feed_of(doc_id)))
             if not body:
                 raise _BadRecord("empty body after the '正文：' header")
         except _BadRecord as exc:

@@ -251,3 +251,35 @@ def test_period_span_ends_at_the_calendar_limit(label, start, end):
     from chronorag.graph.timeline import period_span
 
     assert period_span(label) == (start, end)
+
+
+JULY_AUGUST_2023 = (datetime(2023, 7, 19, 8, tzinfo=SHANGHAI), datetime(2023, 8, 19, 20, tzinfo=SHANGHAI))
+
+
+@pytest.mark.parametrize("line, expected, how", [
+    ("7-20 16:03，正文：某地发生事故。", (2023, 7, 20, 16, 3), "header+feed-year"),
+    ("08/16 13:50，正文：会议召开。", (2023, 8, 16, 13, 50), "header+feed-year"),
+    ("，正文：中新网北京7月28日电 (记者 某某)会议召开。", (2023, 7, 28), "body+feed-year"),
+    ("，正文：1953年7月27日，停战协定签字。8月1日，纪念活动举行。", (2023, 8, 1), "body+feed-year"),
+    ("，正文：2024年8月9日，电影将上映。", None, None),        # a cited date, and no year-less day
+    ("，正文：2023年6月25日，会议召开。", (2023, 6, 25), "body"),   # within the month of slack
+    ("，正文：12月1日起施行。", None, None),                    # no year puts 1 December near the feed
+])
+def test_feed_span_rejects_cited_body_dates_and_lends_its_year_to_yearless_days(line, expected, how):
+    found, _, got_how = crud_header_date(line, feed_span=JULY_AUGUST_2023)
+    assert (found, got_how) == ((_cst(*expected), how) if expected else (None, None))
+
+
+def test_a_feed_spanning_years_leaves_yearless_days_undated():
+    span = (datetime(2021, 1, 5, tzinfo=SHANGHAI), datetime(2023, 8, 19, tzinfo=SHANGHAI))
+    assert crud_header_date("7-20 16:03，正文：某地发生事故。", feed_span=span)[0] is None
+    assert crud_header_date("7-20 16:03，正文：某地发生事故。")[0] is None  # no feed: no year either
+    assert crud_header_date("7-20 16:03，正文：某地发生事故。", body_fallback=False, feed_span=JULY_AUGUST_2023)[0] is None
+
+
+def test_yearless_29_february_takes_only_a_leap_year():
+    def span(y):
+        return datetime(y, 2, 1, tzinfo=SHANGHAI), datetime(y, 3, 20, tzinfo=SHANGHAI)
+
+    assert crud_header_date("2-29 10:00，正文：闰日。", feed_span=span(2024))[0] == _cst(2024, 2, 29, 10, 0)
+    assert crud_header_date("2-29 10:00，正文：闰日。", feed_span=span(2023))[0] is None

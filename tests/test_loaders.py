@@ -194,7 +194,8 @@ def test_load_crud(tmp_path):
     assert d0.text == "人民网柏林7月28日电 招待会举行。" and d0.source == "crud_rag"
     assert d0.published_at.isoformat() == "2023-07-28T16:40:00+08:00" and d0.metadata == {"date_from": "header"}
     assert d1.published_at.isoformat() == "2023-07-26T00:00:00+08:00" and d1.metadata == {"date_from": "body"}
-    assert d2.published_at is None and d2.metadata == {}
+    # a year-less header day takes the one year the feed's header dates (2023-07-28, 2023-07-29) allow
+    assert d2.published_at.isoformat() == "2023-07-20T16:03:00+08:00" and d2.metadata == {"date_from": "header+feed-year"}
     assert [(e.line, e.doc_id) for e in errors] == [(4, "f:3"), (6, "f:0"), (7, None)]
     assert "empty body" in errors[0].message
 
@@ -210,13 +211,14 @@ def test_crud_body_dates_must_fall_within_their_feeds_header_span(tmp_path):
         {"id": "news.txt:4", "text": "2023-08-19 09:00，正文：又一次会议。"},
         {"id": "news.txt:5", "text": "，正文：2023年9月18日，展会开幕。"},           # 30 days after: kept
         {"id": "old.txt:0", "text": "，正文：2015年1月28日，司法解释公布。"},        # a feed without headers
+        {"id": "old.txt:1", "text": "7-20 16:03，正文：某地发生事故。"},              # ... has no year to lend
     ])
     dated = {d.doc_id: (d.published_at and d.published_at.date().isoformat(), d.metadata.get("date_from"))
              for d in load_crud(path)}
     assert dated == {
         "news.txt:0": (None, None), "news.txt:1": ("2023-07-20", "header"), "news.txt:2": ("2023-06-25", "body"),
         "news.txt:3": (None, None), "news.txt:4": ("2023-08-19", "header"), "news.txt:5": ("2023-09-18", "body"),
-        "old.txt:0": ("2015-01-28", "body"),
+        "old.txt:0": ("2015-01-28", "body"), "old.txt:1": (None, None),
     }
     assert {d.doc_id: d.published_at for d in load_crud(path, body_dates=False)}["news.txt:2"] is None
 
