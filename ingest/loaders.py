@@ -24,7 +24,7 @@ from typing import Any
 
 from chronorag.ingest.dates import (
     CRUD_BODY_MARK, MAX_CRUD_HEADER_CHARS, SHANGHAI, UTC, DateParseError, crud_header_date,
-    parse_datetime, resolve_tz,
+    parse_datetime, resolve_tz, split_crud_line,
 )
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.loaders_dir import load_directory
@@ -328,9 +328,11 @@ def _feed_of(doc_id: str) -> str:
     return doc_id.rpartition(":")[0]
 
 
-def _feed_spans(path: Path, tz: tzinfo) -> dict[str, tuple[datetime, datetime]]:
-    """(earliest, latest) header date per feed; bad lines are skipped here and reported by the real pass."""
+def _feed_spans(path: Path, tz: tzinfo) -> tuple[dict[str, tuple[datetime, datetime]], dict[int, datetime]]:
+    """(earliest, latest) header date per feed, and each dated header by line number (so the real pass
+    does not parse it again); bad lines are skipped here and reported by the real pass."""
     spans: dict[str, tuple[datetime, datetime]] = {}
+    by_line: dict[int, datetime] = {}
     for item in _json_records(path):
         if isinstance(item, LoadError):
             continue
@@ -340,16 +342,17 @@ def _feed_spans(path: Path, tz: tzinfo) -> dict[str, tuple[datetime, datetime]]:
             continue
         found, _, _ = crud_header_date(text, tz, body_fallback=False)
         if found is not None:
+            by_line[item[0]] = found
             feed = _feed_of(doc_id)
             old = spans.get(feed)
             spans[feed] = (found, found) if old is None else (min(old[0], found), max(old[1], found))
-    return spans
+    return spans, by_line
 
 
 def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
     source = str(path)
     ids = _FirstWins(source)
-    spans = _feed_spans(path, tz) if body_dates else {}
+    spans, header_dates = _feed_spans(path, tz) if body_dates else ({}, {})
     for item in _json_records(path):
         if isinstance(item, LoadError):
             yield item
@@ -359,8 +362,12 @@ def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
         try:
             doc_id = _doc_id(obj)
             _refuse_jsonl_fields(obj)
-            published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates,
-                                                       feed_span=spans.get(_feed_of(doc_id)))
+            published_at, how = header_dates.get(lineno), "header"
+            if published_at is not None:
+                body = split_crud_line(_text(obj))[1]
+            else:
+                published_at, body, how = crud_header_date(_text(obj), tz, body_fallback=body_dates,
+                                                           feed_span=spans.get(_feed_of(doc_id)))
             if not body:
                 raise _BadRecord("empty body after the '正文：' header")
         except _BadRecord as exc:
