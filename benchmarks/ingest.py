@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import crud_dir, dir_bytes, peak_rss_mb  # noqa: E402
 
-from chronorag.config import load_settings  # noqa: E402
+from chronorag.config import BM25_CHINESE, Settings, load_settings  # noqa: E402
 from chronorag.engine import ChronoRAG  # noqa: E402
 from chronorag.indexing import catch_up  # noqa: E402
 from chronorag.ingest.loaders import load_crud  # noqa: E402
@@ -49,13 +49,14 @@ def main() -> None:
     ap.add_argument("--graph", choices=["rule", "none"], default="rule", help="temporal graph extractor")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=256)
+    ap.add_argument("--bm25-chinese", choices=BM25_CHINESE, default=Settings.bm25_chinese)
     ap.add_argument("--data-dir", type=Path, help="keep the index here (default: a temp dir, removed)")
     args = ap.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="chronorag-bench-"))
     settings = load_settings(
         env={}, data_dir=data_dir, workers=args.workers, chunk_size=args.chunk_size,
-        embedder="none" if args.no_dense else None, graph=args.graph,
+        embedder="none" if args.no_dense else None, graph=args.graph, bm25_chinese=args.bm25_chinese,
     )
     engine = ChronoRAG(settings)
     records = load_crud(crud_dir() / "corpus.jsonl.gz")
@@ -93,6 +94,7 @@ def main() -> None:
         "failed": report.failed,
         "chunks": counts["chunks"],
         "chunk_size": settings.chunk_size,
+        "bm25_chinese": settings.bm25_chinese,
         "workers": settings.workers,
         "dense": not args.no_dense,
         "graph": args.graph,

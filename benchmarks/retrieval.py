@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, crud_dir  # noqa: E402
 
-from chronorag.config import load_settings  # noqa: E402
+from chronorag.config import BM25_CHINESE, Settings, load_settings  # noqa: E402
 from chronorag.engine import ChronoRAG  # noqa: E402
 from chronorag.ingest.loaders import load_crud  # noqa: E402
 
@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--embedder", default="minilm-int8")
+    ap.add_argument("--bm25-chinese", choices=BM25_CHINESE, default=Settings.bm25_chinese,
+                    help="Chinese BM25 terms (switching rebuilds the cached BM25 index)")
     ap.add_argument("--max-questions", type=int, default=0, help="per set; 0 = all")
     ap.add_argument("--anchor", action="store_true")
     ap.add_argument("--no-rank-bm25", action="store_true")
@@ -175,7 +177,7 @@ def main() -> None:
     n = 0 if args.full else args.subset
     tag = f"crud-{'full' if n == 0 else f'sub{n}-s{args.seed}'}-c{args.chunk_size}"
     settings = load_settings(env={}, data_dir=args.cache / tag, chunk_size=args.chunk_size,
-                             embedder=args.embedder, workers=2)
+                             embedder=args.embedder, workers=2, bm25_chinese=args.bm25_chinese)
     engine = ChronoRAG(settings)
     subset = pick_subset(n, args.seed)
     # always ingest: over a cached store it is incremental (~13 s for 20k unchanged documents) and
@@ -195,7 +197,8 @@ def main() -> None:
         for mode, retrievers, use_graph in modes:
             engine.retrieve(qs[0]["question"], retrievers=retrievers)  # warm-up: model load, page cache
             row = {"benchmark": "retrieval", "set": name, "retriever": mode, "docs": docs,
-                   "corpus": corpus_note, "chunk_size": args.chunk_size, "embedder": args.embedder}
+                   "corpus": corpus_note, "chunk_size": args.chunk_size, "embedder": args.embedder,
+                   "bm25_chinese": args.bm25_chinese}
             row.update(evaluate(engine, qs, retrievers, use_graph=use_graph))
             print(json.dumps(row, ensure_ascii=False), flush=True)
     if not args.no_rank_bm25:

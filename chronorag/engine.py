@@ -93,7 +93,9 @@ class ChronoRAG:
             from chronorag.retrieval.tokenize import Tokenizer
 
             self._bm25 = SegmentedBM25(
-                self.settings.data_dir / "bm25", Tokenizer(), workers=self.settings.workers
+                self.settings.data_dir / "bm25",
+                Tokenizer(bigrams=self.settings.bm25_chinese == "words+bigrams"),
+                workers=self.settings.workers,
             )
         return self._bm25
 

@@ -48,6 +48,7 @@ def test_config_errors(tmp_path, monkeypatch):
     ({"CHRONORAG_GRAPH_TIME_WEIGHT": "-5"}, "graph_time_weight must be >= 0"),
     ({"CHRONORAG_KV_MEMORY_MB": "-1"}, "kv_memory_mb must be >= 0, got -1"),
     ({"CHRONORAG_WORKERS": "0"}, "workers must be >= 1"),  # names the setting
+    ({"CHRONORAG_BM25_CHINESE": "bigrams"}, "bm25_chinese must be one of words\\+bigrams, words"),
     ({"CHRONORAG_CHUNK_SIZE": "200.9"}, "cannot use"),
     ({"CHRONORAG_DATA_DIR": ""}, "empty path"),  # would write the store into the current directory
     ({"CHRONORAG_CONFIG": ""}, "config file name .* is empty"),

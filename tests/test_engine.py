@@ -133,6 +133,24 @@ def test_documents_in_other_scripts_are_found_by_bm25(tmp_path):
         assert [h.doc_id for h in rag.retrieve("Muller", top_k=3)] == ["de"]
 
 
+def test_chinese_bm25_terms_follow_the_setting_and_switching_rebuilds(tmp_path):
+    """'雷军' is not a dictionary word: as words only, a text with '雷' and '军' apart scores the
+    same terms; the default's character bigrams put the text naming him first."""
+    docs = [Document("apart", "军对雷表示欢迎。"), Document("name", "小米董事长雷军表示，新品将于下月发布。")]
+    settings = load_settings(env={}, data_dir=tmp_path / "data", embedder="none", graph="none")
+    with ChronoRAG(settings) as rag:
+        rag.insert(docs)
+        hits = rag.retrieve("雷军表示", top_k=2)
+        assert [h.doc_id for h in hits] == ["name", "apart"] and hits[0].score > hits[1].score
+        with_bigrams = rag.bm25.tokenizer.signature
+    words = load_settings(env={}, data_dir=tmp_path / "data", embedder="none", graph="none", bm25_chinese="words")
+    with ChronoRAG(words) as rag:  # the index was built with other terms: it is rebuilt, not misread
+        assert rag.bm25.tokenizer.signature != with_bigrams
+        hits = rag.retrieve("雷军表示", top_k=2)
+        assert [h.doc_id for h in hits] == ["apart", "name"]  # the shorter text wins on the same terms
+        assert hits[0].score > hits[1].score
+
+
 def test_filters(rag):
     rag.insert(_docs())
     since, until = datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 12, 31, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""BM25 tokenisation: English stemming/stop words, Chinese words via jieba, mixed text, numbers."""
+"""BM25 tokenisation: English stemming/stop words, Chinese words via jieba plus character bigrams,
+mixed text, numbers."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import numpy as np
 import pytest
 
 from chronorag.retrieval.stopwords import CHINESE_STOP_WORDS
-from chronorag.retrieval.tokenize import Tokenizer, detect_language
+from chronorag.retrieval.tokenize import BIGRAM_MARK, Tokenizer, detect_language
 
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return Tokenizer()
+    """Words only: the word rules read more plainly without the bigrams (tested on their own)."""
+    return Tokenizer(bigrams=False)
+
+
+def bigrams(*grams: str) -> list[str]:
+    return [BIGRAM_MARK + g for g in grams]
 
 
 def test_english_lowercase_stem_and_stop_words(tok):
@@ -29,7 +35,7 @@ def test_english_alphanumeric_words_stay_whole(tok):
 
 
 def test_chinese_words_match_jieba_and_drop_punctuation():
-    plain = Tokenizer(search_mode=False)
+    plain = Tokenizer(search_mode=False, bigrams=False)
     sentences = [
         "国家统计局今天发布数据，七月份社会消费品零售总额同比增长。",
         "记者从市文化和旅游局获悉：暑期旅游市场持续升温！",
@@ -57,7 +63,7 @@ def test_search_mode_adds_words_inside_long_words(tok):
     assert {"上海", "浦东", "新区", "上海市", "上海市浦东新区"} <= set(out)
     # a query for the part now shares terms with a document naming the whole
     assert set(tok.tokenize("浦东新区")) & set(out)
-    assert Tokenizer(search_mode=False).tokenize("上海市浦东新区") == ["上海市浦东新区"]
+    assert Tokenizer(search_mode=False, bigrams=False).tokenize("上海市浦东新区") == ["上海市浦东新区"]
 
 
 def test_mixed_text_keeps_letter_words_of_the_dictionary(tok):
@@ -117,7 +123,8 @@ def test_tokenize_many_with_workers_matches_sequential():
     assert tok.tokenize_many(texts, workers=2) == [tok.tokenize(t) for t in texts]
 
 
-def test_encode_many_round_trips(tok):
+def test_encode_many_round_trips():
+    tok = Tokenizer()
     texts = ["北京发布消费券", "", "cats and dogs", "北京 cats 2023"]
     words, ids, offsets = tok.encode_many(texts)
     assert ids.dtype == np.int32 and offsets.tolist()[0] == 0 and len(offsets) == len(texts) + 1
@@ -129,8 +136,35 @@ def test_encode_many_round_trips(tok):
 def test_signature_names_the_options_and_pickles():
     assert Tokenizer().signature != Tokenizer(hmm=True).signature
     assert Tokenizer().signature != Tokenizer(search_mode=False).signature
-    clone = pickle.loads(pickle.dumps(Tokenizer(hmm=True)))
-    assert clone.signature == Tokenizer(hmm=True).signature
+    assert Tokenizer().signature != Tokenizer(bigrams=False).signature
+    clone = pickle.loads(pickle.dumps(Tokenizer(hmm=True, bigrams=False)))
+    assert clone.signature == Tokenizer(hmm=True, bigrams=False).signature
+    assert clone.tokenize("国家统计局") == ["国家", "统计", "统计局", "国家统计局"]
+
+
+def test_chinese_runs_add_their_character_bigrams():
+    both = Tokenizer()
+    assert both.tokenize("国家统计局") == ["国家", "统计", "统计局", "国家统计局", *bigrams("国家", "家统", "统计", "计局")]
+    # a two-character word and the same bigram are counted apart
+    assert both.tokenize("市场") == ["市场", *bigrams("市场")]
+    # per run: punctuation, digits and Latin words end one; a lone character has no bigram
+    assert both.tokenize("增长8.5%，年") == ["增长", *bigrams("增长"), "8.5", "年"]
+    # the capital that leads 'A股' is part of the word, not of the bigrams
+    assert both.tokenize("A股市场") == ["a股", "市场", *bigrams("股市", "市场")]
+    # English and other scripts are unchanged
+    assert both.tokenize("Revenue grew 8%") == Tokenizer(bigrams=False).tokenize("Revenue grew 8%")
+    assert all(not w.startswith(BIGRAM_MARK) for w in both.tokenize("Q3 iPhone15 Müller 2,023 の"))
+
+
+def test_bigrams_keep_a_name_the_dictionary_splits_together():
+    """'雷军' is not in jieba's dictionary: as words it is just '雷' and '军', which a text using the
+    two characters apart has too; its bigram needs them side by side."""
+    words, both = Tokenizer(bigrams=False), Tokenizer()
+    query, right, wrong = "雷军表示", "小米董事长雷军表示", "军对雷表示"
+    assert set(words.tokenize(query)) <= set(words.tokenize(wrong))  # words cannot tell them apart
+    assert set(words.tokenize(query)) <= set(words.tokenize(right))
+    assert set(both.tokenize(query)) <= set(both.tokenize(right))
+    assert BIGRAM_MARK + "雷军" not in both.tokenize(wrong)
 
 
 def test_hmm_joins_unknown_words():
