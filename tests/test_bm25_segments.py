@@ -411,3 +411,30 @@ def test_merge_policy():
     # a merge holds the first three: only the newer deltas may be merged meanwhile
     busy = plan_merge([1000, 400, 10, 10, 10], 0, frozenset({0, 1, 2}), 3, 0.2)
     assert busy.kind == "deltas" and busy.members == (3, 4)
+
+
+def test_score_matrix_matches_the_lucene_formula_with_empty_documents():
+    """The vectorised build against the formula written out, term by term and document by document."""
+    from chronorag.retrieval import bm25_scoring
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 12, size=40)
+    lengths[[0, 17, 39]] = 0
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = rng.integers(0, 25, size=int(offsets[-1])).astype(np.int32)
+    k1, b = 1.5, 0.75
+    m = bm25_scoring.build_score_matrix(ids, offsets, 25, k1, b)
+    avgdl = lengths.mean()
+    tf = np.zeros((40, 25))
+    for d in range(40):
+        for t in ids[offsets[d] : offsets[d + 1]]:
+            tf[d, t] += 1
+    df = (tf > 0).sum(0)
+    idf = np.log1p((40 - df + 0.5) / (df + 0.5))
+    expected = idf * tf / (tf + k1 * (1 - b + b * lengths[:, None] / avgdl))
+    got = np.zeros((40, 25))
+    for t in range(25):
+        rows = m.indices[m.indptr[t] : m.indptr[t + 1]]
+        assert np.all(np.diff(rows) > 0)  # each term's documents once, in order
+        got[rows, t] = m.data[m.indptr[t] : m.indptr[t + 1]]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
