@@ -211,3 +211,13 @@ def test_lexicon_is_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatc
     assert zh_segment._read_cached(cache) == built
     run = "国家统计局发布数据显示上半年国内生产总值增长"
     assert zh_segment.segment_chinese(run, *built) == ["国家统计局", "发布", "数据", "显示", "上半年", "国内", "生产总值", "增长"]
+
+
+def test_cached_runs_share_their_term_strings():
+    """The run cache holds up to 200k runs; one string per distinct term (not one per run that
+    has it) halves its memory."""
+    t = Tokenizer()
+    first, second = t.tokenize("国家统计"), t.tokenize("统计局长")
+    assert "统计" in first and BIGRAM_MARK + "统计" in second
+    shared = {w for w in first if w in second}
+    assert shared and all(any(w is v for v in second) for w in first if w in shared)
