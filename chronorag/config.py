@@ -82,6 +82,10 @@ class Settings:
     def dense_enabled(self) -> bool:
         return self.embedder.strip().lower() != "none"
 
+    @property
+    def bm25_bigrams(self) -> bool:
+        return self.bm25_chinese == "words+bigrams"
+
     def validate(self) -> "Settings":
         if self.chunk_size < 16:
             raise ConfigError(f"chunk_size must be >= 16 tokens, got {self.chunk_size}")

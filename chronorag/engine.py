@@ -94,7 +94,7 @@ class ChronoRAG:
 
             self._bm25 = SegmentedBM25(
                 self.settings.data_dir / "bm25",
-                Tokenizer(bigrams=self.settings.bm25_chinese == "words+bigrams"),
+                Tokenizer(bigrams=self.settings.bm25_bigrams),
                 workers=self.settings.workers,
             )
         return self._bm25
