@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--embedder", default="minilm-int8")
     ap.add_argument("--bm25-chinese", choices=BM25_CHINESE, default=Settings.bm25_chinese,
                     help="Chinese BM25 terms (switching rebuilds the cached BM25 index)")
+    ap.add_argument("--doc-evidence", type=float, default=Settings.doc_evidence,
+                    help="BM25 document evidence weight (0 = off)")
     ap.add_argument("--max-questions", type=int, default=0, help="per set; 0 = all")
     ap.add_argument("--anchor", action="store_true")
     ap.add_argument("--no-rank-bm25", action="store_true")
@@ -177,7 +179,8 @@ def main() -> None:
     n = 0 if args.full else args.subset
     tag = f"crud-{'full' if n == 0 else f'sub{n}-s{args.seed}'}-c{args.chunk_size}"
     settings = load_settings(env={}, data_dir=args.cache / tag, chunk_size=args.chunk_size,
-                             embedder=args.embedder, workers=2, bm25_chinese=args.bm25_chinese)
+                             embedder=args.embedder, workers=2, bm25_chinese=args.bm25_chinese,
+                             doc_evidence=args.doc_evidence)
     engine = ChronoRAG(settings)
     subset = pick_subset(n, args.seed)
     # always ingest: over a cached store it is incremental (~13 s for 20k unchanged documents) and
@@ -191,16 +194,24 @@ def main() -> None:
     corpus_note = "full corpus" if n == 0 else f"seeded {n}-document subset holding every gold document"
     for name, qs in questions.items():
         # hybrid = what `chronorag retrieve` does by default (every enabled retriever, vectors only
-        # for questions in the embedder's languages); hybrid_no_graph shows the graph's share
+        # for questions in the embedder's languages); hybrid_no_graph shows the graph's share,
+        # bm25_no_evidence what document evidence adds to BM25
         modes = (("bm25", ["bm25"], True), ("dense", ["dense"], True), ("hybrid", None, True),
                  ("hybrid_no_graph", None, False))
+        if settings.doc_evidence > 0:
+            modes += (("bm25_no_evidence", ["bm25"], True),)
+        searchers = engine.retriever.searchers
+        configured = searchers["bm25"]
         for mode, retrievers, use_graph in modes:
+            if mode == "bm25_no_evidence":
+                searchers["bm25"] = engine.bm25  # the bare BM25 index under the evidence wrapper
             engine.retrieve(qs[0]["question"], retrievers=retrievers)  # warm-up: model load, page cache
             row = {"benchmark": "retrieval", "set": name, "retriever": mode, "docs": docs,
                    "corpus": corpus_note, "chunk_size": args.chunk_size, "embedder": args.embedder,
-                   "bm25_chinese": args.bm25_chinese}
+                   "bm25_chinese": args.bm25_chinese, "doc_evidence": settings.doc_evidence}
             row.update(evaluate(engine, qs, retrievers, use_graph=use_graph))
             print(json.dumps(row, ensure_ascii=False), flush=True)
+        searchers["bm25"] = configured
     if not args.no_rank_bm25:
         print(json.dumps(time_rank_bm25(engine, questions["1doc"])), flush=True)
     if args.anchor:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import datasets_dir  # noqa: E402
 from temporal_corpus import generate  # noqa: E402
 
-from chronorag.config import load_settings  # noqa: E402
+from chronorag.config import Settings, load_settings  # noqa: E402
 from chronorag.engine import ChronoRAG  # noqa: E402
 from chronorag.types import Document  # noqa: E402
 
@@ -47,11 +47,11 @@ def _topic(text: str) -> str:
     return "ceo"
 
 
-def synthetic(seed: int, n_docs: int, embedder: str) -> list[dict]:
+def synthetic(seed: int, n_docs: int, embedder: str, doc_evidence: float) -> list[dict]:
     docs, questions = generate(seed=seed, n_docs=n_docs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rag = ChronoRAG(load_settings(env={}, data_dir=tmp, embedder=embedder))
+        rag = ChronoRAG(load_settings(env={}, data_dir=tmp, embedder=embedder, doc_evidence=doc_evidence))
         rag.insert(docs)
         for mode, kw in MODES.items():
             top1, clean, lat = [], [], []
@@ -69,7 +69,7 @@ def synthetic(seed: int, n_docs: int, embedder: str) -> list[dict]:
                 clean.append(bool(set(ids) & q.gold_doc_ids) and not set(ids) & wrong)
             rows.append({"benchmark": "temporal", "dataset": f"synthetic(seed={seed},docs={len(docs)})",
                          "mode": mode, "questions": len(questions),
-                         "top1_time_correct": round(float(np.mean(top1)), 4),
+                         "doc_evidence": doc_evidence, "top1_time_correct": round(float(np.mean(top1)), 4),
                          "top5_clean": round(float(np.mean(clean)), 4),
                          "p50_ms": round(float(np.percentile(lat, 50)), 1)})
         rag.close()
@@ -102,7 +102,7 @@ def ect_documents(path: Path) -> list[Document]:
     return docs
 
 
-def ect(embedder: str, cache: Path) -> list[dict]:
+def ect(embedder: str, cache: Path, doc_evidence: float) -> list[dict]:
     base = datasets_dir() / "ect_qa"
     docs = ect_documents(base / "corpus_2024.jsonl.gz")
     questions = []
@@ -113,7 +113,8 @@ def ect(embedder: str, cache: Path) -> list[dict]:
             questions.append((q["question"], gold))
     rows = []
     # the index (with its embeddings) is kept between runs; re-ingesting is a no-op
-    rag = ChronoRAG(load_settings(env={}, data_dir=cache / f"ect2024-{embedder}", embedder=embedder))
+    rag = ChronoRAG(load_settings(env={}, data_dir=cache / f"ect2024-{embedder}", embedder=embedder,
+                                  doc_evidence=doc_evidence))
     rag.insert(docs)
     for mode, kw in MODES.items():
         r_chunk, all_chunk, r_doc, all_doc = [], [], [], []
@@ -126,7 +127,7 @@ def ect(embedder: str, cache: Path) -> list[dict]:
             r_doc.append(len(set(distinct) & gold) / len(gold))
             all_doc.append(gold <= set(distinct))
         rows.append({"benchmark": "temporal", "dataset": "ect_qa_2024", "mode": mode,
-                     "questions": len(questions), "docs": len(docs),
+                     "questions": len(questions), "docs": len(docs), "doc_evidence": doc_evidence,
                      "recall@8_top8_chunks": round(float(np.mean(r_chunk)), 4),
                      "all_in_top8_chunks": round(float(np.mean(all_chunk)), 4),
                      "recall@8_distinct_docs": round(float(np.mean(r_doc)), 4),
@@ -141,13 +142,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--embedder", default="minilm-int8")
+    ap.add_argument("--doc-evidence", type=float, default=Settings.doc_evidence,
+                    help="BM25 document evidence weight (0 = off)")
     ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parents[1] / ".bench-cache")
     args = ap.parse_args()
     if args.only in (None, "synthetic"):
-        for row in synthetic(args.seed, args.docs, args.embedder):
+        for row in synthetic(args.seed, args.docs, args.embedder, args.doc_evidence):
             print(json.dumps(row), flush=True)
     if args.only in (None, "ect"):
-        for row in ect(args.embedder, args.cache):
+        for row in ect(args.embedder, args.cache, args.doc_evidence):
             print(json.dumps(row), flush=True)
 
 

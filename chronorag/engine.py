@@ -185,9 +185,14 @@ class ChronoRAG:
     @_open_only
     def retriever(self):
         if self._retriever is None:
+            from chronorag.retrieval.doc_evidence import DocumentEvidenceSearcher
             from chronorag.retrieval.hybrid import HybridConfig, HybridRetriever
 
             searchers = {"bm25": self.bm25}
+            if self.settings.doc_evidence > 0:
+                searchers["bm25"] = DocumentEvidenceSearcher(
+                    self.bm25, self.store.doc_ids_of, self.settings.doc_evidence, self.settings.doc_evidence_depth
+                )
             if self.dense is not None:
                 searchers["dense"] = self.dense
             if self.graph is not None:
@@ -377,11 +382,12 @@ class ChronoRAG:
         # Only when the question asks for a relation the graph tracks over time (who led, where
         # based, revenue...) of an entity it knows, at some time, and the graph holds such a fact
         # for that time; otherwise its candidates are mere mentions (all scored alike) or, with
-        # no known entity, the period's headline chunks.
+        # no known entity, the period's headline chunks, and count less than a text match.
+        weak = {"graph": self.settings.graph_mention_weight}
         if parsed.scope.mode == "any" or not parsed.relations or not parsed.entities:
-            return None
+            return weak
         if not self.graph.has_relation_evidence(question):
-            return None
+            return weak
         return {"graph": self.settings.graph_time_weight}
 
     def _catch_up_if_free(self) -> None:

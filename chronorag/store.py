@@ -479,6 +479,20 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def doc_ids_of(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """Document id per chunk id, retired chunks included (an index may still list them)."""
+        out: dict[int, str] = {}
+        with self._lock:
+            for table in ("chunks", "retired_chunks"):
+                ids = [int(c) for c in chunk_ids if int(c) not in out]
+                for start in range(0, len(ids), 500):
+                    part = ids[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    out.update(self._conn.execute(
+                        f"SELECT chunk_id, doc_id FROM {table} WHERE chunk_id IN ({marks})", part
+                    ).fetchall())
+        return out
+
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
         with self._lock:
             rows = self._conn.execute(

@@ -46,6 +46,7 @@ def test_config_errors(tmp_path, monkeypatch):
     ({"CHRONORAG_GRAPH_TIME_WEIGHT": "nan"}, "not a finite number"),  # NaN scores made invalid JSON
     ({"CHRONORAG_GRAPH_TIME_WEIGHT": "inf"}, "not a finite number"),
     ({"CHRONORAG_GRAPH_TIME_WEIGHT": "-5"}, "graph_time_weight must be >= 0"),
+    ({"CHRONORAG_GRAPH_MENTION_WEIGHT": "-0.5"}, "graph_mention_weight must be >= 0"),
     ({"CHRONORAG_KV_MEMORY_MB": "-1"}, "kv_memory_mb must be >= 0, got -1"),
     ({"CHRONORAG_WORKERS": "0"}, "workers must be >= 1"),  # names the setting
     ({"CHRONORAG_BM25_CHINESE": "bigrams"}, "bm25_chinese must be one of words\\+bigrams, words"),
