@@ -383,12 +383,10 @@ class ChronoRAG:
         # based, revenue...) of an entity it knows, at some time, and the graph holds such a fact
         # for that time; otherwise its candidates are mere mentions (all scored alike) or, with
         # no known entity, the period's headline chunks, and count less than a text match.
-        weak = {"graph": self.settings.graph_mention_weight}
-        if parsed.scope.mode == "any" or not parsed.relations or not parsed.entities:
-            return weak
-        if not self.graph.has_relation_evidence(question):
-            return weak
-        return {"graph": self.settings.graph_time_weight}
+        tracked = parsed.scope.mode != "any" and parsed.relations and parsed.entities
+        if tracked and self.graph.has_relation_evidence(question):
+            return {"graph": self.settings.graph_time_weight}
+        return {"graph": self.settings.graph_mention_weight}
 
     def _catch_up_if_free(self) -> None:
         """Readers catch indexes up when no writer holds the directory; else they read what is committed."""
