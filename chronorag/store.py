@@ -402,16 +402,22 @@ class Store:
     def get_chunks(self, chunk_ids: Sequence[int], retired: bool = True) -> dict[int, Chunk]:
         """Live chunks, and (``retired``) retired ones that an index which has not applied their
         deletion may still return (see the ``retired_chunks`` table)."""
-        out: dict[int, Chunk] = {}
+        selects = (self._LIVE_CHUNKS, self._RETIRED_CHUNKS) if retired else (self._LIVE_CHUNKS,)
+        return {cid: Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
+                for cid, r in self._rows_by_chunk_id(selects, chunk_ids).items()}
+
+    def _rows_by_chunk_id(self, selects: Sequence[str], chunk_ids: Sequence[int]) -> dict[int, tuple]:
+        """Rows keyed by their first column (a chunk id), each id from the first ``select ... IN (ids)``
+        that has it, in batches under SQLite's parameter limit."""
+        found: dict[int, tuple] = {}
         with self._lock:
-            for select in (self._LIVE_CHUNKS, self._RETIRED_CHUNKS) if retired else (self._LIVE_CHUNKS,):
-                ids = [int(c) for c in chunk_ids if int(c) not in out]
+            for select in selects:
+                ids = [int(c) for c in chunk_ids if int(c) not in found]
                 for start in range(0, len(ids), 500):
                     part = ids[start : start + 500]
-                    rows = self._conn.execute(f"{select} IN ({','.join('?' * len(part))})", part).fetchall()
-                    for r in rows:
-                        out[r[0]] = Chunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _from_iso(r[7]), r[8])
-        return out
+                    for row in self._conn.execute(f"{select} IN ({','.join('?' * len(part))})", part):
+                        found[row[0]] = row
+        return found
 
     def iter_chunks(self, batch_size: int = 2000) -> Iterator[list[Chunk]]:
         """All live chunks in id order, in batches (for index rebuilds)."""
@@ -481,17 +487,9 @@ class Store:
 
     def doc_ids_of(self, chunk_ids: Sequence[int]) -> dict[int, str]:
         """Document id per chunk id, retired chunks included (an index may still list them)."""
-        out: dict[int, str] = {}
-        with self._lock:
-            for table in ("chunks", "retired_chunks"):
-                ids = [int(c) for c in chunk_ids if int(c) not in out]
-                for start in range(0, len(ids), 500):
-                    part = ids[start : start + 500]
-                    marks = ",".join("?" * len(part))
-                    out.update(self._conn.execute(
-                        f"SELECT chunk_id, doc_id FROM {table} WHERE chunk_id IN ({marks})", part
-                    ).fetchall())
-        return out
+        selects = ("SELECT chunk_id, doc_id FROM chunks WHERE chunk_id",
+                   "SELECT chunk_id, doc_id FROM retired_chunks WHERE chunk_id")
+        return {cid: row[1] for cid, row in self._rows_by_chunk_id(selects, chunk_ids).items()}
 
     def doc_chunk_ids(self, doc_id: str) -> list[int]:
         with self._lock:

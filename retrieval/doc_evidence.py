@@ -66,9 +66,11 @@ class DocumentEvidenceSearcher:
         self.depth = int(depth)
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self.weight == 0.0:
+            return self.inner.search(query, k, allowed)
         ids, scores = self.inner.search(query, max(k, self.depth), allowed)
-        if self.weight == 0.0 or len(ids) == 0:
-            return ids[:k], scores[:k]
+        if len(ids) == 0:
+            return ids, scores
         known = self.doc_lookup([int(i) for i in ids])
         docs = [known.get(int(i), f"#chunk-{int(i)}") for i in ids]
         ids, rescored = add_document_evidence(ids, scores, docs, self.weight)
