@@ -216,3 +216,18 @@ def to_transformers_cache(buf: KVBuffer) -> Any:
 
     n = buf.length
     return DynamicCache(ddp_cache_data=[(buf.k[i, None, :, :n], buf.v[i, None, :, :n]) for i in range(buf.k.shape[0])])
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``cache`` as the keyword argument ``model``'s forward takes it: transformers 5.2x renamed
+    ``past_key_values`` to ``cache`` (the old name goes in 5.40), older releases know only the first."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a transformers forward returned, under either release's field name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values

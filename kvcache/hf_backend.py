@@ -17,7 +17,7 @@ import torch
 
 from chronorag.kvcache.blend import BlendConfig, BlendError, PrefillOutput, blend_prefill, compute_chunk_kv, extend_prefill, full_prefill
 from chronorag.kvcache.chunk_store import ChunkKV, ChunkStore, chunk_key
-from chronorag.kvcache.forward import KVBuffer, LayerRunner, UnsupportedModel, pick_token
+from chronorag.kvcache.forward import KVBuffer, LayerRunner, UnsupportedModel, cache_kwargs, output_cache, pick_token
 from chronorag.kvcache.generator import (
     DEFAULT_SYSTEM_PROMPT,
     STORE_DTYPES,
@@ -319,7 +319,8 @@ class HFGenerator(Generator):
             if token in self._stop:
                 return
             if i < req.max_new_tokens - 1:
-                out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values, use_cache=True)
+                out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True,
+                            **cache_kwargs(model, output_cache(out)))
 
     # ------------------------------------------------------- evaluation
     def evaluate(self, request: GenerationRequest) -> tuple[torch.Tensor, list[int], CacheReport, Timings]:

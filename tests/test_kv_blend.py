@@ -14,7 +14,7 @@ from chronorag.kvcache.blend import (
     full_prefill,
     select_count,
 )
-from chronorag.kvcache.forward import LayerRunner, to_transformers_cache
+from chronorag.kvcache.forward import LayerRunner, cache_kwargs, to_transformers_cache
 from chronorag.kvcache.rope import rope_at
 from chronorag.kvcache.testing import tiny_model
 
@@ -87,7 +87,7 @@ def test_ratio_zero_is_plain_concatenation(model, runner):
 
     cache = DynamicCache(ddp_cache_data=[(k[i, None], v[i, None]) for i in range(k.shape[0])])
     with torch.no_grad():
-        ref = model(ids[None, c_end:], past_key_values=cache, position_ids=torch.arange(c_end, len(ids))[None]).logits[0, -1]
+        ref = model(ids[None, c_end:], position_ids=torch.arange(c_end, len(ids))[None], **cache_kwargs(model, cache)).logits[0, -1]
     assert (out.logits - ref).abs().max() < 1e-4
     # and it is not a full prefill: cross-chunk attention is missing
     full = full_prefill(runner, ids, len(ids))
@@ -151,7 +151,7 @@ def test_decode_from_fused_cache_matches_transformers(model, runner):
         for i in range(5):
             theirs.append(token)
             pos = torch.tensor([[len(ids) + i]])
-            logits = model(torch.tensor([[token]]), past_key_values=hf_cache, position_ids=pos).logits[0, -1]
+            logits = model(torch.tensor([[token]]), position_ids=pos, **cache_kwargs(model, hf_cache)).logits[0, -1]
             token = int(logits.argmax())
     assert ours == theirs
 

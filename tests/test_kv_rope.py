@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chronorag.kvcache.forward import LayerRunner, UnsupportedModel
+from chronorag.kvcache.forward import LayerRunner, UnsupportedModel, output_cache
 from chronorag.kvcache.rope import UnsupportedRope, rope_at, rope_spec_from_config
 from chronorag.kvcache.testing import tiny_config, tiny_model
 
@@ -42,7 +42,7 @@ def test_repositioned_cached_keys_equal_keys_computed_there():
     # and the transformers model agrees about where those keys sit
     with torch.no_grad():
         out = model(ids[None], position_ids=torch.arange(250, 260)[None], use_cache=True)
-    assert torch.allclose(out.past_key_values.layers[0].keys[0], moved, atol=1e-5)
+    assert torch.allclose(output_cache(out).layers[0].keys[0], moved, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,20 @@ def test_qwen2_with_biases_runs_exactly():
     with torch.no_grad():
         ref = model(ids[None]).logits[0, -1]
     assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_cache_argument_follows_the_installed_transformers():
+    from types import SimpleNamespace
+
+    from chronorag.kvcache.forward import cache_kwargs
+
+    class Old:
+        def forward(self, input_ids, past_key_values=None, use_cache=None): ...
+
+    class New:
+        def forward(self, input_ids, cache=None, use_cache=None, **kwargs): ...
+
+    assert cache_kwargs(Old(), "kv") == {"past_key_values": "kv"}
+    assert cache_kwargs(New(), "kv") == {"cache": "kv"}
+    assert output_cache(SimpleNamespace(past_key_values="old")) == "old"
+    assert output_cache(SimpleNamespace(cache="new", past_key_values="alias")) == "new"
