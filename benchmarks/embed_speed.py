@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--crud-distractors", type=int, default=800)
     ap.add_argument("--no-recall", action="store_true", help="skip the gold-labelled recall@k comparison")
     ap.add_argument("--model", choices=["minilm", "e5"], default="minilm")
+    ap.add_argument("--one-worker", action="store_true",
+                    help="also time the fast embedder with workers=1, side by side")
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap torch, fbgemm, oneDNN and MKL at AVX2 (int8 speed depends on VNNI)")
     args = ap.parse_args()
@@ -181,11 +183,13 @@ def main() -> None:
         embedders = {"fp32": E5SmallEmbedder(quantize=False), "fast": E5SmallEmbedder()}
     else:
         embedders = {"fp32": SentenceTransformerEmbedder(), "fast": QuantizedMiniLMEmbedder()}
+    if args.one_worker:  # the fast embedder again, batches one at a time on all of torch's threads
+        embedders["fast_1w"] = type(embedders["fast"])(quantize=embedders["fast"].quantize, workers=1)
     t0 = time.perf_counter()
     for emb in embedders.values():
         emb.encode(texts[:4])  # load + warm up
     load_s = time.perf_counter() - t0
-    vecs, secs = timed_rounds(embedders, texts, args.rounds, {"fp32": args.fp32_batch, "fast": 64})
+    vecs, secs = timed_rounds(embedders, texts, args.rounds, {"fp32": args.fp32_batch, "fast": 64, "fast_1w": 64})
     qvecs = {k: np.vstack([e.encode_query(q) for q in queries]) for k, e in embedders.items()}
 
     cos = np.sum(vecs["fp32"] * vecs["fast"], axis=1)
@@ -195,10 +199,17 @@ def main() -> None:
     ov_zh, _ = agreement(tops["fp32"][: len(qzh)], tops["fast"][: len(qzh)])
     ov_en, _ = agreement(tops["fp32"][len(qzh) :], tops["fast"][len(qzh) :])
     rate = {k: len(texts) / s for k, s in secs.items()}
+    one_worker = {}
+    if "fast_1w" in rate:
+        one_worker = {
+            "fast_1w_chunks_per_s": round(rate["fast_1w"], 2),
+            "workers_speedup": round(rate["fast"] / rate["fast_1w"], 3),
+            "workers_max_abs_diff": float(np.abs(vecs["fast"] - vecs["fast_1w"]).max()),
+        }
     recall = {}
     if not args.no_recall:
         for name, (ptexts, owners, pq, gold) in labelled_pools(chunker, args.crud_questions, args.crud_distractors).items():
-            for key, emb in embedders.items():
+            for key, emb in ((k, embedders[k]) for k in ("fp32", "fast")):
                 qv = np.vstack([emb.encode_query(q) for q in pq])
                 r = recall_at_k(emb.encode(ptexts), owners, qv, gold, args.k)
                 recall[f"{name}_dense_recall@{args.k}_{key}"] = round(r, 4)
@@ -227,6 +238,7 @@ def main() -> None:
         f"top{args.k}_overlap_zh": round(ov_zh, 4),
         f"top{args.k}_overlap_en": round(ov_en, 4),
         "load_and_warmup_s": round(load_s, 1),
+        **one_worker,
         **recall,
     }))
 

@@ -140,9 +140,9 @@ class CompactEncoderEmbedder:
     pass in L2/L3 cache, which on a 2-core CPU is worth more than big-GEMM efficiency.
     ``workers``: batches run in that many threads at once, each with an equal share of torch's
     threads (default: 2 when torch has 2 or more). At this model's small matrices two one-thread
-    forwards beat one two-thread forward (1.15-1.19x on 2 cores): nothing waits at each op's
-    barrier, and one thread's Python and quantisation steps overlap the other's kernels. Every
-    batch is the same as in one thread, so the vectors do not depend on ``workers``.
+    forwards beat one two-thread forward (1.09-1.14x on 2 cores, ``embed_speed.py --one-worker``):
+    nothing waits at each op's barrier, and one thread's Python and quantisation steps overlap the
+    other's kernels. The batches are the same as in one thread, so are the vectors.
     ``quantize=False`` runs the same compact forward in fp32 (used to test the forward itself).
     Subclasses say how to tokenise and build the fp32 encoder, and what to prepend to passages
     and queries.
