@@ -3,7 +3,7 @@
 Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
 and one line on stderr. Per-record ingest errors (and failed ``retrieve --questions`` lines) are
 reported and skipped; the command then exits with code 3 once the rest is done, so a script
-notices what it lost.
+notices what it lost (so does ``delete`` given an id that is not stored).
 """
 
 from __future__ import annotations
@@ -127,12 +127,16 @@ def cmd_delete(args: argparse.Namespace) -> int:
     _check_doc_ids(args.doc_ids)
     with _open_engine(_settings(args)) as engine:
         deleted = engine.delete(args.doc_ids)
-    missing = [d for d in args.doc_ids if d not in set(deleted)]
+    found = set(deleted)
+    missing = list(dict.fromkeys(d for d in args.doc_ids if d not in found))
     if args.json:
         print(json.dumps({"deleted": deleted, "not_found": missing}, ensure_ascii=False))
     else:
-        print(f"deleted {len(deleted)} document(s)" + (f"; not found: {', '.join(missing)}" if missing else ""))
-    return 0
+        print(f"deleted {len(deleted)} document(s)")
+        if missing:
+            print(f"not found: {', '.join(missing)}", file=sys.stderr)
+    # a mistyped id is a record that failed, like a bad ingest line: the rest is done, exit 3 says so
+    return EXIT_PARTIAL if missing else 0
 
 
 def _read_questions(path: Path) -> list[tuple[int, str | None, dict]]:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    p = _command(sub, "delete", help="delete documents by id from the store and every index")
+    p = _command(sub, "delete", help="delete documents by id from the store and every index "
+                 "(exit 3 if some ids are not stored; the others are deleted)")
     p.add_argument("doc_ids", nargs="+")
     p.add_argument("--json", action="store_true")
 

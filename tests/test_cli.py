@@ -50,9 +50,13 @@ def test_ingest_retrieve_stats_delete(env, capsys):
     code, out, _ = _run(capsys, "ingest", "docs.jsonl", "--quiet")
     assert code == 3 and "unchanged=3" in out
     code, out, _ = _run(capsys, "delete", "a", "zzz", "--json")
-    assert json.loads(out) == {"deleted": ["a"], "not_found": ["zzz"]}
+    assert code == 3 and json.loads(out) == {"deleted": ["a"], "not_found": ["zzz"]}
     code, out, _ = _run(capsys, "retrieve", "Maria Lopez chief executive", "--json")
     assert "a" not in [r["doc_id"] for r in json.loads(out)["results"]]
+    code, out, err = _run(capsys, "delete", "a", "b", "a")  # 'a' is gone now; named once
+    assert code == 3 and out.strip() == "deleted 1 document(s)" and err.strip() == "not found: a"
+    code, out, err = _run(capsys, "delete", "c", "--json")
+    assert code == 0 and json.loads(out) == {"deleted": ["c"], "not_found": []} and not err
 
 
 def test_questions_file(env, capsys):
