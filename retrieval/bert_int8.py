@@ -180,7 +180,7 @@ def input_maxima(model: BertEncoder, batches: list[tuple[torch.Tensor, torch.Ten
 
 def int8_engine() -> str:
     """The quantised engine to pack the Linears for: oneDNN on x86, where its dynamic int8 Linear
-    ran 7-20% faster than fbgemm's at this model's shapes (AVX-512 VNNI and AVX2 alike, same
+    ran 7-22% faster than fbgemm's at this model's shapes (AVX-512 VNNI and AVX2 alike, same
     vectors); elsewhere torch's own choice."""
     engines = torch.backends.quantized.supported_engines
     if platform.machine().lower() in ("x86_64", "amd64") and "onednn" in engines:
