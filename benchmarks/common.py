@@ -43,9 +43,13 @@ AVX2_CAP = {
 }
 
 
+def _avx2_capped() -> bool:
+    return all(os.environ.get(k) == v for k, v in AVX2_CAP.items())
+
+
 def apply_isa(isa: str) -> None:
     """``isa`` 'avx2': re-run this script with :data:`AVX2_CAP` set (torch must not load first)."""
-    if isa == "native" or all(os.environ.get(k) == v for k, v in AVX2_CAP.items()):
+    if isa == "native" or _avx2_capped():
         return
     if isa != "avx2":
         raise SystemExit(f"unknown --isa {isa!r}: native or avx2")
@@ -68,10 +72,9 @@ def cpu_info() -> dict:
         pass
     import torch
 
-    capped = all(os.environ.get(k) == v for k, v in AVX2_CAP.items())
     return {
         "cpu": model,
         "cpu_vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
-        "isa": "avx2 (capped)" if capped else torch.backends.cpu.get_cpu_capability(),
+        "isa": "avx2 (capped)" if _avx2_capped() else torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -218,13 +218,18 @@ def to_transformers_cache(buf: KVBuffer) -> Any:
     return DynamicCache(ddp_cache_data=[(buf.k[i, None, :, :n], buf.v[i, None, :, :n]) for i in range(buf.k.shape[0])])
 
 
-def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
-    """``cache`` as the keyword argument ``model``'s forward takes it: transformers 5.2x renamed
-    ``past_key_values`` to ``cache`` (the old name goes in 5.40), older releases know only the first."""
+def cache_kwarg(model: Any) -> str:
+    """The keyword ``model``'s forward takes the KV cache under: transformers 5.2x renamed
+    ``past_key_values`` to ``cache`` (the old name goes in 5.40), older releases know only the first.
+    Reads the signature: look it up once per model, not per decoded token."""
     import inspect
 
-    params = inspect.signature(model.forward).parameters
-    return {"cache" if "cache" in params else "past_key_values": cache}
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``cache`` as the keyword argument ``model``'s forward takes it (see :func:`cache_kwarg`)."""
+    return {cache_kwarg(model): cache}
 
 
 def output_cache(out: Any) -> Any:

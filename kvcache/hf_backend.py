@@ -17,7 +17,7 @@ import torch
 
 from chronorag.kvcache.blend import BlendConfig, BlendError, PrefillOutput, blend_prefill, compute_chunk_kv, extend_prefill, full_prefill
 from chronorag.kvcache.chunk_store import ChunkKV, ChunkStore, chunk_key
-from chronorag.kvcache.forward import KVBuffer, LayerRunner, UnsupportedModel, cache_kwargs, output_cache, pick_token
+from chronorag.kvcache.forward import KVBuffer, LayerRunner, UnsupportedModel, cache_kwarg, output_cache, pick_token
 from chronorag.kvcache.generator import (
     DEFAULT_SYSTEM_PROMPT,
     STORE_DTYPES,
@@ -311,6 +311,7 @@ class HFGenerator(Generator):
         """Full prefill and decode through transformers' own forward (unsupported architectures)."""
         model = self._loaded.model
         device = next(model.parameters()).device
+        cache_key = cache_kwarg(model)  # the keyword, read off the signature once, not per token
         out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
         timings.prefill_s = timings.recompute_s = time.perf_counter() - t_start
         for i in range(req.max_new_tokens):
@@ -320,7 +321,7 @@ class HFGenerator(Generator):
                 return
             if i < req.max_new_tokens - 1:
                 out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True,
-                            **cache_kwargs(model, output_cache(out)))
+                            **{cache_key: output_cache(out)})
 
     # ------------------------------------------------------- evaluation
     def evaluate(self, request: GenerationRequest) -> tuple[torch.Tensor, list[int], CacheReport, Timings]:
