@@ -183,7 +183,7 @@ def main() -> None:
                              doc_evidence=args.doc_evidence)
     engine = ChronoRAG(settings)
     subset = pick_subset(n, args.seed)
-    # always ingest: over a cached store it is incremental (~13 s for 20k unchanged documents) and
+    # always ingest: over a cached store it is incremental (unchanged documents are skipped) and
     # picks up what a newer loader or chunker does differently, so figures never describe stale chunks
     build(engine, subset)
     engine.sync()

@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,8 @@ from temporal_corpus import generate  # noqa: E402
 
 from chronorag.config import Settings, load_settings  # noqa: E402
 from chronorag.engine import ChronoRAG  # noqa: E402
-from chronorag.types import Document  # noqa: E402
+from chronorag.ingest.loaders import load_ect  # noqa: E402
+from chronorag.types import Document, LoadError  # noqa: E402
 
 MODES = {"bm25": dict(retrievers=["bm25"]), "hybrid": dict(retrievers=["bm25", "dense"]),
          "hybrid+graph": dict(retrievers=["bm25", "dense", "graph"])}
@@ -76,29 +75,14 @@ def synthetic(seed: int, n_docs: int, embedder: str, doc_evidence: float) -> lis
     return rows
 
 
-_CALL_DATE = re.compile(r"\b([A-Z][a-z]{2,8})\.? (\d{1,2}), (\d{4})\b")
-
-
 def ect_documents(path: Path) -> list[Document]:
-    docs = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            doc_id = f"{d['sector']}-{d['stock_code'].replace(' ', '_')}-{d['year']}-{d['quarter']}"
-            published = None
-            m = _CALL_DATE.search(d["raw_content"][:600])
-            if m:
-                try:
-                    published = datetime.strptime(" ".join(m.groups()), "%b %d %Y")
-                except ValueError:
-                    published = datetime.strptime(" ".join(m.groups()), "%B %d %Y")
-                published = published.replace(tzinfo=timezone.utc)
-            # The fiscal period is what the call is about; the call date (often the next quarter) is
-            # kept in published_at, never in the title.
-            title = f"{d['company_name']} ({d['stock_code']}) earnings call, fiscal {d['year']} {d['quarter'].upper()}"
-            docs.append(Document(doc_id, d["cleaned_content"], published, title=title, source="ect_qa",
-                                 metadata={"fiscal_year": d["year"], "fiscal_quarter": d["quarter"],
-                                           "company": d["company_name"]}))
+    """The transcripts as ``chronorag ingest --format ect`` loads them (same ids, dates and titles),
+    so the figures describe what a user's store holds; a record that does not load stops the run."""
+    docs, errors = [], []
+    for record in load_ect(path):
+        (errors if isinstance(record, LoadError) else docs).append(record)
+    if errors:
+        raise SystemExit(f"{len(errors)} ECT-QA records did not load, first: {errors[0]}")
     return docs
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``chronorag ingest | delete | retrieve | answer | kv | graph | stats | merge``.
+"""Command line: ``chronorag ingest | delete | retrieve | sync | answer | kv | graph | stats | merge``.
 
 Human-readable output by default, ``--json`` for scripts. Bad usage or bad input exits with code 2
 and one line on stderr. Per-record ingest errors (and failed ``retrieve --questions`` lines) are
@@ -13,17 +13,21 @@ import json
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import timezone
 from pathlib import Path
 
-from chronorag.cli_args import UsageError, build_parser, parse_bound
+from chronorag.cli_args import UsageError, build_parser
+from chronorag.cli_format import kv_tiers, print_answer, print_hits, print_period, print_stats, print_timeline, warn_stale
 from chronorag.config import ConfigError, load_settings
 from chronorag.store import StoreError
 
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3  # finished, but some records or question lines failed (each one reported)
 MAX_ERRORS_SHOWN = 20
+# what the engine's argument checks call an argument, as the command line spells it
+FLAG_NAMES = {"top_k": "--top-k", "since": "--since", "until": "--until", "doc_ids": "--doc-id",
+              "sources": "--source", "retrievers": "--retriever", "max_new_tokens": "--max-new-tokens"}
 log = logging.getLogger(__name__)
 
 
@@ -171,84 +175,45 @@ def _read_questions(path: Path) -> list[tuple[int, str | None, dict]]:
     return out
 
 
-def _print_hits(question: str, hits) -> None:
-    print(f"Q: {question}")
-    if not hits:
-        print("  (no results)")
-    for rank, h in enumerate(hits, 1):
-        date = h.published_at.date().isoformat() if h.published_at else "undated"
-        via = ", ".join(f"{k}#{v}" for k, v in h.ranks.items())
-        print(f"{rank:>3}. [{date}] {h.doc_id}  chunk {h.chunk_id}  score {h.score:.4f}  ({via})")
-        snippet = " ".join(h.text.split())
-        print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" ..."), "     "))
-
-
-def _check_question(question: str | None) -> None:
-    """The engine's own check, run before the store is opened."""
-    from chronorag.arguments import question_text
-
-    if question is not None:
-        try:
-            question_text(question)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-
 def _retrieve_kwargs(args: argparse.Namespace) -> dict:
-    if args.top_k < 1:
-        raise UsageError("--top-k must be >= 1")
-    since, until = parse_bound(args.since), parse_bound(args.until, end=True)
-    if since and until and since > until:
-        raise UsageError(f"--since {args.since} is after --until {args.until}")
+    """The engine's own argument check (:func:`chronorag.arguments.retrieval_request`), run before
+    the store opens so bad usage fails at once, and not once per ``--questions`` line. The bounds go
+    on as typed: the engine reads them in default_tz, exactly as it reads the Python API's."""
+    from chronorag.arguments import retrieval_request
+    from chronorag.periods import resolve_tz
+
     if not args.graph and args.retrievers and "graph" in args.retrievers:
         raise UsageError("--retriever graph and --no-graph contradict each other")
-    return dict(top_k=args.top_k, since=since, until=until, doc_ids=args.doc_ids,
+    tz = resolve_tz(_settings(args).default_tz) if args.since or args.until else timezone.utc
+    retrieval_request(getattr(args, "question", None), args.top_k, args.since, args.until, args.doc_ids,
+                      args.sources, args.retrievers, tz, names=FLAG_NAMES)
+    return dict(top_k=args.top_k, since=args.since, until=args.until, doc_ids=args.doc_ids,
                 sources=args.sources, retrievers=args.retrievers, use_graph=args.graph)
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    from chronorag.kvcache import GenerationError
+    from chronorag.kvcache import GenerationError, TokenEvent
     from chronorag.kvcache.model_loader import ModelLoadError
 
-    _check_question(args.question)
     kwargs = _retrieve_kwargs(args)
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UsageError("--max-new-tokens must be >= 1")
-    stream = None if args.json else (lambda text: print(text, end="", flush=True))
+    answer = None
     with _open_engine(_settings(args)) as engine:
         try:
-            result, hits = engine.answer(args.question, max_new_tokens=args.max_new_tokens,
-                                         on_token=stream, mode=args.mode, ratio=args.ratio, **kwargs)
+            for event in engine.answer_stream(args.question, max_new_tokens=args.max_new_tokens, mode=args.mode,
+                                              ratio=args.ratio, **kwargs):
+                if isinstance(event, TokenEvent):
+                    if not args.json:
+                        print(event.text, end="", flush=True)
+                else:
+                    answer = event
         except (GenerationError, ModelLoadError) as exc:  # bad settings or a model that is not there
             raise UsageError(str(exc)) from None
-    if result is None:
-        reason = "no documents matched the question and filters; nothing to answer from"
-        if args.json:
-            print(json.dumps({"question": args.question, "answer": None, "sources": [], "reason": reason}, ensure_ascii=False))
-        else:
-            print(f"({reason})")
-        return 0
+    warn_stale(answer.stale, args.json)
     if args.json:
-        print(json.dumps({"question": args.question, "answer": result.text,
-                          "sources": [h.to_dict() for h in hits], "timings": result.to_dict()["timings"],
-                          "cache": result.to_dict()["cache"]}, ensure_ascii=False, default=str))
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, default=str))
         return 0
-    t, c = result.timings, result.cache
-    print()
-    for rank, h in enumerate(hits, 1):
-        date = h.published_at.date().isoformat() if h.published_at else "undated"
-        print(f"  [{rank}] {h.doc_id} ({date}, chunk {h.chunk_id})")
-    reason = f", fallback: {c.fallback_reason}" if c.fallback_reason else ""
-    print(f"  mode {c.mode}: TTFT {t.ttft_s * 1000:.0f} ms (model load {t.load_model_s:.1f} s), "
-          f"{t.decode_tokens_per_s:.1f} tok/s, chunk KV hits {c.chunk_hits} misses {c.chunk_misses}, "
-          f"recomputed {c.recomputed_tokens}/{c.chunk_tokens} chunk tokens{reason}")
+    print_answer(answer)
     return 0
-
-
-def _kv_tiers(stats: dict) -> str:
-    mb = 1 << 20
-    return (f"{stats['memory_entries']} chunk(s) in memory ({stats['memory_bytes'] / mb:.1f} MiB), "
-            f"{stats['disk_entries']} on disk ({stats['disk_bytes'] / mb:.1f} MiB)")
 
 
 def cmd_kv(args: argparse.Namespace) -> int:
@@ -266,7 +231,7 @@ def cmd_kv(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(stats, default=str))
             else:
-                print(f"KV cache: {_kv_tiers(stats)}")
+                print(f"KV cache: {kv_tiers(stats)}")
                 print(f"this process: {stats['memory_hits']} memory hit(s), {stats['disk_hits']} disk hit(s), "
                       f"{stats['misses']} miss(es), {stats['memory_evictions']} memory eviction(s)")
             return 0
@@ -284,7 +249,7 @@ def cmd_kv(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"computed": done, "cache": stats}, default=str))
     else:
-        print(f"computed KV for {done} chunk(s); the cache holds {_kv_tiers(stats)}")
+        print(f"computed KV for {done} chunk(s); the cache holds {kv_tiers(stats)}")
     return 0
 
 
@@ -292,17 +257,16 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     if (args.question is None) == (args.questions is None):
         both = args.question is not None
         raise UsageError("give a question or --questions FILE, not both" if both else "give either a question or --questions FILE")
-    _check_question(args.question)
     kwargs = _retrieve_kwargs(args)
     questions = _read_questions(args.questions) if args.questions is not None else []
     with _open_engine(_settings(args)) as engine:
         if args.question is not None:
             hits = engine.retrieve(args.question, **kwargs)
             if args.json:
-                print(json.dumps({"question": args.question, "results": [h.to_dict() for h in hits]},
-                                 ensure_ascii=False))
+                print(json.dumps(hits.to_dict(), ensure_ascii=False))
             else:
-                _print_hits(args.question, hits)
+                warn_stale(hits.stale, False)
+                print_hits(args.question, hits)
             return 0
         bad = 0
         for n, question, extra in questions:
@@ -316,8 +280,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
                 bad += 1
                 print(json.dumps({"line": n, "question": question, "error": str(exc)}, ensure_ascii=False))
                 continue
-            print(json.dumps({"line": n, **extra, "question": question,
-                              "results": [h.to_dict() for h in hits]}, ensure_ascii=False), flush=True)
+            print(json.dumps({"line": n, **extra, **hits.to_dict()}, ensure_ascii=False), flush=True)
     if bad:
         print(f"chronorag: {bad} of {len(questions)} question line(s) failed; their output lines carry "
               "an 'error'", file=sys.stderr)
@@ -325,45 +288,41 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Catch every derived index up with the store, with a progress bar per index."""
+    from tqdm import tqdm
+
+    show = not args.quiet and not args.json
+    with _open_engine(_settings(args)) as engine:
+        bars: dict[str, tqdm] = {}
+
+        def step(name: str, n: int) -> None:
+            if name not in bars:
+                bars[name] = tqdm(desc=f"sync {name}", unit="change", disable=not show, file=sys.stderr)
+            bars[name].update(n)
+
+        try:
+            result = engine.sync(progress=step)
+        finally:
+            for bar in bars.values():
+                bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        done = ", ".join(f"{name} {n:,}" for name, n in result.applied.items() if n) or "nothing to do"
+        behind = f"; still behind (a writer came in): {result.stale}" if result.stale else ""
+        print(f"synced: {done}; indexes at change {result.change_seq:,}{behind}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open_engine(_settings(args)) as engine:
         stats = engine.stats()
     if args.json:
-        print(json.dumps(stats, ensure_ascii=False))
+        print(json.dumps(stats.to_dict(), ensure_ascii=False))
         return 0
-    print(f"data dir     {stats['data_dir']}")
-    print(f"documents    {stats['documents']:,} ({stats['undated_documents']:,} undated)")
-    print(f"chunks       {stats['chunks']:,} ({stats['tokens']:,} tokens, {stats['embeddings']:,} embeddings)")
-    print(f"published    {stats['published_from'] or '-'} .. {stats['published_to'] or '-'}")
-    print(f"change log   at {stats['change_seq']:,}; {stats['change_log_entries']:,} entries kept for indexes behind")
-    for name, info in stats["indexes"].items():
-        print(f"index {name:<6} {_index_summary(name, info)}")
-    print(f"disk         {stats['disk_bytes'] / 1e6:.1f} MB")
+    print_stats(stats)
     return 0
-
-
-def _index_summary(name: str, info: dict) -> str:
-    """One readable line per index (``--json`` has every field); unknown indexes as key=value."""
-    try:
-        if name == "bm25":
-            sizes = " + ".join(f"{n:,}" for n in info["segment_docs"]) or "0"
-            line = (f"{info['live_docs']:,} live chunks in {info['segments']} segment(s) ({sizes}), vocabulary "
-                    f"{info['vocab']:,}; {info['deleted']:,} deleted, {info['pending']:,} pending")
-            if info.get("merging"):
-                line += "; merging"
-            if info.get("last_merge_error"):
-                line += f"; last merge failed: {info['last_merge_error']}"
-        elif name == "dense":
-            line = (f"{info['vectors']:,} vectors, {info['kind']}, {info['embedder']} ({info['dim']}-dim), "
-                    f"{info['file_bytes'] / 1e6:.1f} MB")
-        elif name == "graph":
-            line = (f"{info['entities']:,} entities, {info['facts']:,} facts, {info['time_nodes']:,} time nodes "
-                    f"from {info['chunks_extracted']:,} chunks ({info['extractor']})")
-        else:
-            return ", ".join(f"{k}={v}" for k, v in info.items())
-    except (KeyError, TypeError):
-        return ", ".join(f"{k}={v}" for k, v in info.items())
-    return f"{line}; at change {info['applied_seq']:,}" if "applied_seq" in info else line
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -372,24 +331,19 @@ def cmd_graph(args: argparse.Namespace) -> int:
     with _open_engine(_settings(args)) as engine:
         if engine.graph is None:
             raise UsageError("the graph is disabled in settings (graph = 'none')")
-        engine.sync()
+        stale = engine.read_state()
         if args.graph_command == "entity":
-            result = engine.graph.entity_timeline(args.name)
+            result = engine.entity_timeline(args.name)
         else:
-            result = engine.graph.period_summary(args.period)
+            result = engine.period_summary(args.period)
+    warn_stale({k: v for k, v in stale.items() if k == "graph"}, args.json)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, default=str))
+        out = result.to_dict()
+        print(json.dumps(out["facts"] if args.graph_command == "entity" else out, ensure_ascii=False))
     elif args.graph_command == "entity":
-        print(f"Timeline of {args.name} ({len(result)} facts)")
-        for f in result:
-            when = f.get("time") or f.get("valid_from") or "undated"
-            valid = f" (valid {f.get('valid_from') or '?'} .. {f.get('valid_to') or 'now'})" if f.get("valid_to") else ""
-            print(f"  {str(when)[:10]}  {f.get('subject')} --{f.get('relation')}--> {f.get('object')}{valid}")
+        print_timeline(result)
     else:
-        print(f"{result.get('period')} ({result.get('level')}): {result.get('n_facts')} facts, {result.get('n_chunks')} chunks")
-        print(textwrap.fill(result.get("summary") or "(no summary)", width=100, initial_indent="  ", subsequent_indent="  "))
-        for f in result.get("top_facts", []):
-            print(f"  - {f.get('subject')} --{f.get('relation')}--> {f.get('object')}")
+        print_period(result)
     return 0
 
 
@@ -411,7 +365,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve,
+def _lazy(module: str, name: str):
+    """A command that lives in its own module, imported when it runs (the service pulls FastAPI)."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
+
+
+COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve, "sync": cmd_sync,
+            "serve": _lazy("chronorag.cli_service", "cmd_serve"), "keys": _lazy("chronorag.cli_service", "cmd_keys"),
+            "worker": _lazy("chronorag.cli_jobs", "cmd_worker"), "watch": _lazy("chronorag.cli_jobs", "cmd_watch"),
             "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph, "answer": cmd_answer, "kv": cmd_kv}
 
 

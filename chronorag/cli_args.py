@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 
 
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                  epilog="Bad records are reported and skipped while the rest lands; "
                         "the exit code is then 3 (0 when every record landed).")
     p.add_argument("path", type=Path)
-    p.add_argument("--format", choices=["jsonl", "dir", "crud"], help="input format (guessed if omitted)")
+    p.add_argument("--format", choices=["jsonl", "dir", "crud", "ect"], help="input format (guessed if omitted)")
     p.add_argument("--limit", type=int, help="ingest at most this many records")
     p.add_argument("--prune", action="store_true",
                    help="folders only: delete stored documents of this folder whose files are gone "
@@ -96,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     k = _command(ksub, "stats", help="KV cache tiers: entries and bytes (hit/miss counters are this process's)")
     k.add_argument("--json", action="store_true")
 
+    p = _command(sub, "sync", help="catch every derived index up with the store (what reads leave to writers); "
+                 "resumable: an interrupted sync keeps its work")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true")
+
     p = _command(sub, "stats", help="what the data directory holds")
     p.add_argument("--json", action="store_true")
 
@@ -110,18 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "merge", help="merge BM25 delta segments into the main segment now")
     p.add_argument("--json", action="store_true")
+    _add_service_commands(sub)
     return parser
 
 
-def parse_bound(value: str | None, end: bool = False) -> datetime | None:
-    """A --since/--until value; a year, month or day stands for its whole period."""
-    if value is None:
-        return None
-    from chronorag.ingest.dates import DateParseError
-    from chronorag.timebounds import period_bounds
+def _add_service_commands(sub) -> None:
+    """The long-running side: the REST service, the ingestion worker, a folder watch, API keys."""
+    p = _command(sub, "serve", help="run the REST API (and the ingestion worker, when no other process is the writer)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without API keys (refused together with a non-loopback --host)")
+    p.add_argument("--no-worker", action="store_true", help="serve reads only; leave ingestion jobs to `chronorag worker`")
 
-    try:
-        start, stop = period_bounds(value)
-    except DateParseError as exc:
-        raise UsageError(f"bad date {value!r}: {exc}") from None
-    return stop if end else start
+    p = _command(sub, "worker", help="run queued ingestion jobs (one writer per data directory)")
+    p.add_argument("--once", action="store_true", help="run the jobs queued now, then exit")
+    p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "watch", help="ingest new, changed and deleted files of a folder as they appear, through jobs")
+    p.add_argument("path", type=Path)
+    p.add_argument("--once", action="store_true", help="queue what differs from the store now, then exit")
+    p.add_argument("--no-worker", action="store_true", help="only queue jobs (a running serve or worker applies them)")
+    p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "keys", help="API keys for `chronorag serve` (stored hashed in the store)")
+    ksub = p.add_subparsers(dest="keys_command", parser_class=_Parser)
+    k = _command(ksub, "create", help="create a key; it is printed once")
+    k.add_argument("--scope", choices=["read", "write", "admin"], required=True)
+    k.add_argument("--name", default="")
+    k.add_argument("--json", action="store_true")
+    k = _command(ksub, "list", help="the keys (never the secrets)")
+    k.add_argument("--json", action="store_true")
+    k = _command(ksub, "revoke", help="revoke a key by id")
+    k.add_argument("key_id")
+    k.add_argument("--json", action="store_true")
+

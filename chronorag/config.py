@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ class Settings:
     data_dir: Path = Path("./chronorag-data")
     chunk_size: int = 256
     chunk_overlap: int = 32
-    # 'minilm-int8' (default: fast, English), 'e5-small' (multilingual, better recall, about 2.5x
+    # 'minilm-int8' (default: fast, English), 'e5-small' (multilingual, better recall, several times
     # slower; 'e5-small-int8' a little faster), 'minilm-fp32' (reference), or 'none' for BM25-only.
     embedder: str = "minilm-int8"
     # FAISS index kind: 'flat' (exact inner product), 'hnsw' or 'ivf' for scale.
@@ -42,18 +42,18 @@ class Settings:
     graph_time_weight: float = 3.0
     # Its RRF weight for other questions naming a time: then its candidates are chunks mentioning a
     # known entity in that time, or the period's headline chunks, weaker evidence than a text match:
-    # they reorder what BM25 found more than they add to it (CRUD-RAG: see the README).
+    # they reorder what BM25 found more than they add to it (CRUD-RAG: see docs/figures.md).
     graph_mention_weight: float = 0.5
     rrf_k: int = 60
     # Chinese BM25 terms: 'words+bigrams' (jieba's words plus each run's overlapping character
-    # bigrams: recall@8 +0.013 on CRUD-RAG; on its whole corpus the BM25 stage takes 2x as long,
-    # 2.4x the peak memory, and the data directory grows 1.6x) or 'words'.
+    # bigrams, which find names the dictionary lacks: better recall, at a slower BM25 stage, more
+    # memory and a larger data directory; docs/figures.md) or 'words'.
     bm25_chinese: str = "words+bigrams"
     # Candidates each retriever contributes to fusion.
     candidate_depth: int = 100
     # BM25 document evidence: a document's best chunk among BM25's best doc_evidence_depth gets this
-    # share of the scores of its next 3 chunks there (0 = off). Recall@8 on CRUD-RAG 0.304 / 0.387
-    # -> 0.345 / 0.427 (1-doc / 2-doc questions), ECT-QA 0.78 -> 0.91; see the README.
+    # share of the scores of its next 3 chunks there (0 = off): an article whose other chunks also
+    # match is more likely the one the question is about (its recall gain: docs/figures.md).
     doc_evidence: float = 0.3
     doc_evidence_depth: int = 300
     # Generation: backend 'hf' (transformers with per-chunk KV reuse), 'vllm' or 'openai'.
@@ -77,7 +77,6 @@ class Settings:
     ingest_batch: int = 512
     # Processes for chunking/tokenising during ingestion (1 = in-process).
     workers: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def store_path(self) -> Path:
@@ -122,7 +121,7 @@ class Settings:
             raise ConfigError(
                 f"embedder must be one of {', '.join(available_embedders())} or none, got {self.embedder!r}"
             )
-        from chronorag.ingest.dates import resolve_tz
+        from chronorag.periods import resolve_tz
 
         try:
             resolve_tz(self.default_tz)
@@ -146,7 +145,7 @@ class Settings:
         return self
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(Settings) if f.name != "extra"}
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -1,40 +1,44 @@
-"""The facade the CLI, the REST API and the evals share: ``insert`` / ``delete`` / ``retrieve``.
+"""The facade the CLI, the REST API and the evals share: insert, delete, retrieve, answer.
 
-It owns one store and the derived indexes built from it, and keeps them in step: every write goes
-to the store first, then each index catches up from the store's change log under a data-directory
-lock, so two processes never write the same index files and a crash only leaves an index behind.
+It owns one store and the parts built from it (:mod:`chronorag.components`) and keeps them in
+step: every write goes to the store first, then each derived index catches up from the store's
+change log under the data-directory lock, so two writers never write the same index files and a
+crash only leaves an index behind. Reads answer from what the indexes last committed: a small
+backlog is applied on the way, a large one is left to writers (``sync``) and reported as
+``stale``. One engine may be shared by the threads of a server.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 from chronorag import arguments
+from chronorag.components import Components
 from chronorag.config import Settings, load_settings
-from chronorag.indexing import DerivedIndex, catch_up, trim_change_log
-from chronorag.ingest.dates import resolve_tz
+from chronorag.datadir import DataDir
+from chronorag.indexing import DerivedIndex, backlog, catch_up, trim_change_log
 from chronorag.ingest.pipeline import IngestReport, ingest_documents
+from chronorag.periods import resolve_tz
+from chronorag.query import Query
+from chronorag.results import (
+    Answer, AnswerTimings, Citation, EntityTimeline, Hits, IndexState, PeriodSummary, Stats, SyncResult, TimelineFact,
+)
 from chronorag.store import Store, StoreError
-from chronorag.types import Document, LoadError, SearchFilters, SearchHit
+from chronorag.types import Document, LoadError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from chronorag.kvcache import TokenEvent
 
-
-class DataDirLocked(RuntimeError):
-    """Another process is writing to this data directory."""
-
-
-LLM_GRAPH_SYSTEM = "You extract facts from news text and answer with JSON only."
+IndexProgress = Callable[[str, int], None]  # (index name, log entries or chunks just applied)
+# Beyond this many changes between the query's most and least advanced index, listing the chunks
+# only some hold would cost more than the read itself; such a read reports the lag as stale.
+MAX_HIDDEN_CHANGES = 50_000
 
 
 def _open_only(method):
@@ -48,233 +52,109 @@ def _open_only(method):
     return checked
 
 
-def _tree_bytes(root: Path) -> int:
-    """Bytes of the files under ``root``; a writer may rename or remove files during the walk."""
-    total = 0
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            try:
-                total += os.stat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                continue  # gone since it was listed
-    return total
-
-
 class ChronoRAG:
-    def __init__(self, settings: Settings | None = None, embedder=None, create: bool = True) -> None:
-        """``create=False`` only opens an existing store (read commands), never makes one."""
+    def __init__(self, settings: Settings | None = None, embedder: Any = None, create: bool = True, *,
+                 generator: Any = None) -> None:
+        """``create=False`` only opens an existing store (read commands), never makes one.
+        ``embedder`` / ``generator`` replace the ones the settings name (any object with their
+        interface: :class:`~chronorag.retrieval.embedder.Embedder`, :class:`~chronorag.kvcache.Generator`)."""
         settings = settings or load_settings()
         self.settings = replace(settings, data_dir=Path(settings.data_dir)).validate()  # Settings(...) by hand
-        if self.settings.data_dir.exists() and not self.settings.data_dir.is_dir():
-            raise StoreError(f"data directory {self.settings.data_dir} is a file, not a directory")
-        if create:
-            try:
-                self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:  # e.g. a parent is a file
-                raise StoreError(f"cannot create data directory {self.settings.data_dir}: {exc}") from None
+        self.data_dir = DataDir(self.settings.data_dir, create=create)
         self.store = Store(self.settings.store_path, create=create)
-        self._embedder = embedder
-        self._bm25 = None
-        self._dense = None
-        self._graph = None
-        self._retriever = None
-        self._generator = None
-        self._kv_index = None
-        self._last_parse = None
-        self._warned_behind = False
+        self._parts = Components(self.settings, self.store, self.data_dir, embedder, generator)
         self._closed = False
 
     # ------------------------------------------------------------ components
     @property
     @_open_only
     def bm25(self):
-        if self._bm25 is None:
-            from chronorag.retrieval.bm25_segments import SegmentedBM25
-            from chronorag.retrieval.tokenize import Tokenizer
-
-            self._bm25 = SegmentedBM25(
-                self.settings.data_dir / "bm25",
-                Tokenizer(bigrams=self.settings.bm25_bigrams),
-                workers=self.settings.workers,
-            )
-        return self._bm25
+        return self._parts.bm25
 
     @property
     def embedder(self):
-        if self._embedder is None and self.settings.dense_enabled:
-            from chronorag.retrieval.embedder import load_embedder
-
-            self._embedder = load_embedder(self.settings.embedder)
-        return self._embedder
+        return self._parts.embedder
 
     @property
     @_open_only
     def dense(self):
-        if self._dense is None and self.settings.dense_enabled:
-            from chronorag.retrieval.dense_index import DenseIndex
-
-            self._dense = DenseIndex(
-                self.settings.data_dir / "dense",
-                self.embedder,
-                self.store,
-                kind=self.settings.dense_kind,
-            )
-        return self._dense
+        return self._parts.dense
 
     @property
     @_open_only
     def graph(self):
-        if self._graph is None and self.settings.graph_enabled:
-            from chronorag.graph import GraphIndex
-
-            extractor = summariser = None
-            if self.settings.graph.strip().lower() == "llm":
-                extractor, summariser = self._llm_graph_parts()
-            self._graph = GraphIndex(self.store, extractor=extractor, summariser=summariser,
-                                     workers=self.settings.workers)
-        return self._graph
-
-    def _llm_graph_parts(self):
-        """LLM extractor + summariser over the configured generator; the rule extractor backs it up."""
-        from chronorag.graph.extract import RuleExtractor
-        from chronorag.graph.llm_extract import LLMExtractor, LLMSummariser
-        from chronorag.kvcache import GenerationRequest
-
-        def complete(prompt: str) -> str:
-            request = GenerationRequest(prompt, (), system_prompt=LLM_GRAPH_SYSTEM, max_new_tokens=256, mode="full")
-            return self.generator.generate(request).text
-
-        s = self.settings
-        model = s.model or f"{s.generator}-default"
-        extractor = LLMExtractor(complete, max_calls_per_doc=s.graph_llm_calls_per_doc,
-                                 fallback=RuleExtractor(), model_name=model)
-        return extractor, LLMSummariser(complete)
+        return self._parts.graph
 
     @property
     @_open_only
     def generator(self):
         """The answer generator, built on first use; its chunk KV caches follow the store's log."""
-        if self._generator is None:
-            from chronorag.kvcache import load_generator
-            from chronorag.kvcache.kv_index import ChunkKVIndex
+        return self._parts.generator
 
-            s = self.settings
-            kv_dir = s.data_dir / "kvcache"
-            if kv_dir.exists() and not kv_dir.is_dir():
-                raise StoreError(f"KV cache path {kv_dir} is not a directory (move it away; chronorag recreates it)")
-            if s.generator == "hf":
-                opts = dict(model=s.model or None, mode=s.kv_mode, ratio=s.kv_ratio,
-                            memory_bytes=s.kv_memory_mb << 20, disk_dir=str(kv_dir),
-                            disk_bytes=s.kv_disk_mb << 20, store_dtype=s.kv_store_dtype)
-            elif s.generator == "openai":
-                opts = dict(base_url=s.openai_base_url, model=s.model or "default")
-            else:
-                opts = dict(model=s.model or None, mode=s.kv_mode)
-            self._generator = load_generator(s.generator, **opts)
-            self._kv_index = ChunkKVIndex(self._generator, s.data_dir / "kvcache-state.json")
-            with self._write_lock(wait=False) as got:
-                if got:  # drop KV of chunks deleted or changed since this data dir last generated
-                    catch_up(self.store, self._kv_index)
-                    self.store.record_index_progress({self._kv_index.name: self._kv_index.applied_seq})
-        return self._generator
-
+    @_open_only
     def indexes(self) -> list[DerivedIndex]:
-        return [ix for ix in (self.bm25, self.dense, self.graph, self._kv_index) if ix is not None]
+        return self._parts.indexes()
 
-    @property
     @_open_only
-    def retriever(self):
-        if self._retriever is None:
-            from chronorag.retrieval.doc_evidence import DocumentEvidenceSearcher
-            from chronorag.retrieval.hybrid import HybridConfig, HybridRetriever
+    def warm_up(self, generator: bool = True) -> None:
+        """Load now what a server wants loaded before its first request: the indexes, the whole
+        graph in memory, the embedder's model and (``generator``) the answer model."""
+        parts = self._parts
+        parts.indexes()
+        parts.retriever
+        parts.analyzer
+        if parts.graph is not None:
+            parts.graph.load()
+        if parts.embedder is not None:
+            parts.embedder.encode_query("warm up")
+        if generator:
+            parts.generator.load()
 
-            searchers = {"bm25": self.bm25}
-            if self.settings.doc_evidence > 0:
-                searchers["bm25"] = DocumentEvidenceSearcher(
-                    self.bm25, self.store.doc_ids_of, self.settings.doc_evidence, self.settings.doc_evidence_depth
-                )
-            if self.dense is not None:
-                searchers["dense"] = self.dense
-            if self.graph is not None:
-                searchers["graph"] = self.graph
-            self._retriever = HybridRetriever(
-                self.store,
-                searchers,
-                HybridConfig(rrf_k=self.settings.rrf_k, candidate_depth=self.settings.candidate_depth),
-            )
-        return self._retriever
-
-    # --------------------------------------------------------------- locking
-    @contextmanager
-    def _write_lock(self, wait: bool = True) -> Iterator[bool]:
-        """Exclusive lock on the data directory; yields False if ``wait`` is off and it is taken."""
-        path = self.settings.data_dir / ".write.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    yield False
-                    return
-                log.warning("waiting for another writer to finish with %s", self.settings.data_dir)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    # ----------------------------------------------------------------- verbs
+    # ------------------------------------------------------------- writing
     @_open_only
-    def sync(self, report: IngestReport | None = None, progress: Callable[[str, int], None] | None = None) -> None:
-        """Bring every derived index in step with the store (also what start-up recovery does);
-        ``progress(index_name, n_chunks)`` as each index applies changes."""
-        with self._write_lock() as _:
-            self._sync_locked(report, progress)
+    def sync(self, progress: IndexProgress | None = None) -> SyncResult:
+        """Bring every derived index in step with the store (``chronorag sync``): the work reads
+        leave to writers. Resumable: each window of the log is committed as it is applied, so an
+        interrupted sync (even kill -9) keeps its work and a re-run finishes it."""
+        with self.data_dir.write_lock():
+            applied = self._catch_up_locked(self._parts.indexes(), None, progress)
+        newest = self.store.max_seq()
+        stale = {ix.name: backlog(self.store, ix) for ix in self._parts.indexes() if ix.applied_seq < newest}
+        return SyncResult(applied, {k: v for k, v in stale.items() if v}, newest)
 
-    def _sync_locked(self, report: IngestReport | None, progress: Callable | None) -> None:
-        for index in self.indexes():
+    def _catch_up_locked(self, indexes: Sequence[DerivedIndex], report: IngestReport | None,
+                         progress: IndexProgress | None) -> dict[str, int]:
+        applied: dict[str, int] = {}
+        for index in indexes:
             t0 = time.perf_counter()
-            if getattr(index, "extractor_changed", False):
-                # the graph's rows came from another extractor (e.g. rule -> llm): redo them all
-                log.warning("graph extractor changed to %s; re-extracting every chunk", index.extractor.name)
-                index.reset()
-            step = None if progress is None else (lambda n, name=index.name: progress(name, n))
-            catch_up(self.store, index, progress=step)
+            step = None if progress is None else functools.partial(progress, index.name)
+            applied[index.name] = catch_up(self.store, index, progress=step)
             if report is not None:
                 report.add_time(index.name, time.perf_counter() - t0)
-        applied = {ix.name: ix.applied_seq for ix in self.indexes()}
-        self.store.purge_retired(min(applied.values(), default=self.store.max_seq()))
-        self.store.record_index_progress(applied)
-        trim_change_log(self.store, applied)
+        held = {ix.name: ix.applied_seq for ix in self._parts.built_indexes()}
+        self.store.purge_retired(min(held.values(), default=self.store.max_seq()))
+        self.store.record_index_progress(held)
+        trim_change_log(self.store, held)
+        return applied
 
     @_open_only
     def insert(
         self,
-        records: Iterable[Document | LoadError],
+        records: Iterable[Document | LoadError] | Document,
         progress: Callable[[int], None] | None = None,
-        index_progress: Callable[[str, int], None] | None = None,
+        index_progress: IndexProgress | None = None,
     ) -> IngestReport:
         """Ingest documents (new, changed or unchanged) and update every index;
-        ``index_progress(index_name, n_chunks)`` as each index catches up."""
+        ``index_progress(index_name, n)`` as each index catches up."""
         if isinstance(records, Document):
             records = [records]
         elif isinstance(records, (str, bytes, dict)) or not isinstance(records, Iterable):
             raise ValueError(f"records must be Documents (one or an iterable), got {type(records).__name__}")
         s = self.settings
-        with self._write_lock():
-            report = ingest_documents(
-                self.store,
-                records,
-                chunk_size=s.chunk_size,
-                chunk_overlap=s.chunk_overlap,
-                batch_size=s.ingest_batch,
-                workers=s.workers,
-                progress=progress,
-            )
-            self._sync_locked(report, index_progress)
+        with self.data_dir.write_lock():
+            report = ingest_documents(self.store, records, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap,
+                                      batch_size=s.ingest_batch, workers=s.workers, progress=progress)
+            self._catch_up_locked(self._parts.indexes(), report, index_progress)
         return report
 
     @_open_only
@@ -283,9 +163,9 @@ class ChronoRAG:
         ids = arguments.id_list(doc_ids, "doc_ids")
         if ids is None:
             raise ValueError("doc_ids must be a string or a collection of strings, got None")
-        with self._write_lock():
+        with self.data_dir.write_lock():
             deleted = self.store.delete_documents(ids)
-            self._sync_locked(None, None)
+            self._catch_up_locked(self._parts.indexes(), None, None)
         return deleted
 
     @_open_only
@@ -301,131 +181,122 @@ class ChronoRAG:
         return self.delete(stale) if stale else []
 
     @_open_only
+    def merge(self) -> None:
+        """Compact BM25 delta segments into one main segment now (normally done in the background)."""
+        with self.data_dir.write_lock():
+            self._parts.bm25.merge()
+
+    # ------------------------------------------------------------- reading
+    def _prepare_read(self) -> tuple[dict[str, int], list[DerivedIndex]]:
+        """Adopt what other processes committed, apply a backlog small enough to cost about a
+        second, and say which indexes are still behind (name -> entries) and which serve reads."""
+        indexes = self._parts.indexes()
+        for ix in indexes:
+            ix.refresh()
+        newest = self.store.max_seq()
+        behind = {ix.name: backlog(self.store, ix) for ix in indexes if ix.applied_seq < newest}
+        small = [ix for ix in indexes if 0 < behind.get(ix.name, 0) <= ix.read_backlog]
+        if small:
+            with self.data_dir.write_lock(wait=False) as got:
+                if got:  # else a writer is at work and brings them up; a read never waits for it
+                    self._catch_up_locked(small, None, None)
+                    for ix in small:
+                        behind[ix.name] = backlog(self.store, ix) if ix.applied_seq < self.store.max_seq() else 0
+        stale = {name: n for name, n in behind.items() if n}
+        # an index that never committed anything holds nothing to read (a store ingested without
+        # vectors): leave it out rather than, say, load a model to embed the question for nothing
+        serving = [ix for ix in indexes if not (ix.name in stale and ix.applied_seq == 0)]
+        return stale, serving
+
+    def _unseen_by_some(self, retrievers: Sequence[str], serving: Sequence[DerivedIndex]) -> frozenset[int]:
+        """Chunks some of the query's indexes hold and others have not applied yet (an ingest in
+        progress): hidden, so a document is visible through every index or through none."""
+        seqs = [ix.applied_seq for ix in serving if ix.name in retrievers]
+        if len(seqs) < 2 or min(seqs) == max(seqs) or max(seqs) - min(seqs) > MAX_HIDDEN_CHANGES:
+            return frozenset()
+        return frozenset(self.store.chunk_ids_added_after(min(seqs)))
+
+    @_open_only
+    def read_state(self) -> dict[str, int]:
+        """What a read does first: adopt other processes' commits and apply a backlog of about a
+        second's work; returns the indexes still behind (name -> entries)."""
+        return self._prepare_read()[0]
+
+    def _request(self, question: str, top_k: int = 8, since: Any = None, until: Any = None, doc_ids: Any = None,
+                 sources: Any = None, retrievers: Any = None) -> arguments.RetrievalRequest:
+        return arguments.retrieval_request(question, top_k, since, until, doc_ids, sources, retrievers,
+                                           resolve_tz(self.settings.default_tz))
+
+    @_open_only
+    def analyse(self, question: str, now: datetime | None = None, use_graph: bool = True, **request: Any) -> Query:
+        """The question as every stage reads it (see :class:`chronorag.query.Query`), against the
+        indexes as they stand (no catch-up); ``request`` takes :meth:`retrieve`'s arguments."""
+        checked = self._request(question, **request)
+        return self._analyse(checked, use_graph, now, tuple(self._parts.retriever.searchers))
+
+    def _analyse(self, request: arguments.RetrievalRequest, use_graph: bool, now: datetime | None,
+                 available: Sequence[str]) -> Query:
+        r = request
+        return self._parts.analyzer.analyse(r.question, available, r.filters, r.top_k, r.retrievers, use_graph, now)
+
+    @_open_only
     def retrieve(
         self,
         question: str,
         top_k: int = 8,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
         doc_ids: Iterable[str] | None = None,
         sources: Iterable[str] | None = None,
         retrievers: Sequence[str] | None = None,
         use_graph: bool = True,
-    ) -> list[SearchHit]:
+    ) -> Hits:
         """Hybrid retrieval (BM25 + dense + temporal graph, fused with RRF) under optional filters.
 
-        ``retrievers`` picks sources explicitly; otherwise all enabled ones are used, the graph
-        only when ``use_graph`` and the question names a time, and vectors only for questions in a language the embedder was
-        trained on (the default MiniLM is English-only: its neighbours for a Chinese question are
-        noise that would dilute BM25 in fusion). Naive ``since``/``until`` are read in the
-        settings' ``default_tz``; a date stands for its whole day. ``doc_ids``/``sources``: None
-        means no restriction, an empty collection matches nothing.
+        ``retrievers`` picks sources explicitly; otherwise every enabled one that applies to the
+        question (see :meth:`QueryAnalyzer.analyse`). Naive ``since``/``until`` are read in the
+        settings' ``default_tz``; a date, or a string naming a year, month or day, stands for that
+        whole period. ``doc_ids``/``sources``: None means no restriction, an empty collection
+        matches nothing. The result is a list of hits whose ``stale`` names the indexes that were
+        behind the store (and by how much) when it was read.
         """
-        question = arguments.question_text(question)
-        top_k = arguments.positive_int(top_k, "top_k")
-        tz = resolve_tz(self.settings.default_tz)
-        since = arguments.time_bound(since, "since", tz)
-        until = arguments.time_bound(until, "until", tz, end=True)
-        if since and until and since > until:
-            raise ValueError(f"since {since.isoformat()} is after until {until.isoformat()}")
-        doc_ids, sources = arguments.id_list(doc_ids, "doc_ids"), arguments.id_list(sources, "sources")
-        retrievers = arguments.id_list(retrievers, "retrievers")
-        if retrievers == []:
-            raise ValueError("retrievers is empty (None uses every enabled retriever)")
-        if doc_ids == [] or sources == []:
-            return []
-        self._catch_up_if_free()
-        filters = SearchFilters(
-            since=since,
-            until=until,
-            doc_ids=frozenset(doc_ids) if doc_ids is not None else None,
-            sources=frozenset(sources) if sources is not None else None,
-        )
-        if retrievers is not None:
-            use = tuple(retrievers)
-            missing = {"dense": self.dense, "graph": self.graph}
-            off = [r for r in use if r in missing and missing[r] is None]
-            if off:
-                raise ValueError(f"retriever(s) disabled in settings: {', '.join(off)}")
-        else:
-            use = tuple(n for n in self.retriever.searchers if use_graph or n != "graph")
-            if "dense" in use and not self._embedder_speaks(question):
-                use = tuple(n for n in use if n != "dense")
-            if "graph" in use and not self.graph.names_a_time(question):
-                # no time in the question: the graph's candidates are mere entity mentions, which
-                # only dilute BM25 (CRUD-RAG: recall@8 0.290 -> 0.275 with them)
-                use = tuple(n for n in use if n != "graph")
-        return self.retriever.search(
-            question, top_k=top_k, filters=filters, use=use, weights=self._fusion_weights(question, use)
-        )
+        request = self._request(question, top_k, since, until, doc_ids, sources, retrievers)
+        stale, serving = self._prepare_read()
+        available = tuple(self._parts.retriever.searchers)
+        if request.retrievers is None:  # chosen retrievers: an index that holds nothing yet sits out
+            names = {ix.name for ix in serving}
+            available = tuple(r for r in available if r in names)
+        query = self._analyse(request, use_graph, None, available)
+        return self.search(query, stale, self._unseen_by_some(query.retrievers, serving))
 
-    def _embedder_speaks(self, question: str) -> bool:
-        from chronorag.retrieval.tokenize import detect_language
-
-        languages = getattr(self.embedder, "languages", None)
-        language = detect_language(question)
-        return not languages or language == "mixed" or language in languages
-
-    def _graph_parse(self, question: str):
-        """Only the scope mode and relation hints are read from it, so reuse within one store version is safe."""
-        key = (question, self.store.max_seq())  # a new ingest may add the entities it names
-        if self._last_parse is None or self._last_parse[0] != key:
-            self._last_parse = (key, self.graph.parse_question(question))
-        return self._last_parse[1]
-
-    def _fusion_weights(self, question: str, use: Sequence[str]) -> dict[str, float] | None:
-        """Trust the graph more when the question asks about a time: BM25 and vectors cannot tell
-        a 2019 statement of a fact from a 2022 one, the graph's validity intervals can."""
-        if "graph" not in use or self.graph is None:
-            return None
-        parsed = self._graph_parse(question)
-        # Only when the question asks for a relation the graph tracks over time (who led, where
-        # based, revenue...) of an entity it knows, at some time, and the graph holds such a fact
-        # for that time; otherwise its candidates are mere mentions (all scored alike) or, with
-        # no known entity, the period's headline chunks, and count less than a text match.
-        tracked = parsed.scope.mode != "any" and parsed.relations and parsed.entities
-        if tracked and self.graph.has_relation_evidence(question):
-            return {"graph": self.settings.graph_time_weight}
-        return {"graph": self.settings.graph_mention_weight}
-
-    def _catch_up_if_free(self) -> None:
-        """Readers catch indexes up when no writer holds the directory; else they read what is committed."""
-        for ix in self.indexes():  # first adopt what other processes committed to the indexes
-            refresh = getattr(ix, "refresh", None)
-            if refresh is not None:
-                refresh()
-        newest = self.store.max_seq()  # once per query, not once per index
-        behind = any(ix.applied_seq < newest for ix in self.indexes())
-        if not behind:
-            return
-        with self._write_lock(wait=False) as got:
-            if got:
-                self._sync_locked(None, None)
-                self._warned_behind = False
-            elif not self._warned_behind:  # a writer is at work and brings the indexes up; no waiting
-                self._warned_behind = True  # once per wait, not once per query
-                log.warning("another writer is updating %s: results may miss its newest changes",
-                            self.settings.data_dir)
+    def search(self, query: Query, stale: dict[str, int] | None = None, hidden: frozenset[int] = frozenset()) -> Hits:
+        """Fused hits for an analysed query (what ``retrieve`` does after analysis); ``hidden``
+        chunks are left out of every retriever's list."""
+        f = query.filters
+        if (f.doc_ids is not None and not f.doc_ids) or (f.sources is not None and not f.sources):
+            return Hits([], stale, query)
+        return Hits(self._parts.retriever.search(query, hidden), stale, query)
 
     @_open_only
-    def answer(
+    def answer_stream(
         self,
         question: str,
         top_k: int = 4,
         max_new_tokens: int | None = None,
-        on_token: Callable[[str], None] | None = None,
         mode: str | None = None,
         ratio: float | None = None,
-        **retrieve_kwargs,
-    ):
-        """Retrieve, then generate from the chunks' reusable KV caches. Returns (result, hits), hits
-        being the chunks answered from: the lowest-ranked are left out if they overflow the model.
+        **retrieve_kwargs: Any,
+    ) -> Iterator["TokenEvent | Answer"]:
+        """Retrieve, then generate from the chunks' reusable KV caches: the answer's token events
+        as they come, then the :class:`Answer`. Chunks that overflow the model's context are left
+        out lowest-ranked first.
 
-        With nothing retrieved the result is None and the model is not asked: an answer from no
-        documents would be the model's own guess presented as grounded.
+        With nothing retrieved the model is not asked (an answer from no documents would be its
+        own guess presented as grounded): the only event is an Answer whose ``text`` is None.
         """
         from chronorag.kvcache import GenerationRequest, GenerationResult, TokenEvent
 
+        t0 = time.perf_counter()
         if max_new_tokens is not None:
             arguments.positive_int(max_new_tokens, "max_new_tokens")
         request = GenerationRequest(  # checked before retrieval: bad settings fail the same either way
@@ -436,21 +307,41 @@ class ChronoRAG:
             ratio=ratio,
         ).validate()
         hits = self.retrieve(question, top_k=top_k, **retrieve_kwargs)
+        retrieve_ms = (time.perf_counter() - t0) * 1000
         if not hits:
-            return None, hits
+            yield Answer(question, None, (), (), AnswerTimings(retrieve_ms, 0.0, retrieve_ms),
+                         reason="no documents matched the question and filters; nothing to answer from",
+                         stale=hits.stale, query=hits.query)
+            return
         request = replace(request, chunks=tuple((h.chunk_id, h.text) for h in hits))
         result = None
         for event in self.generator.stream(request):
-            if isinstance(event, TokenEvent) and on_token is not None:
-                on_token(event.text)
+            if isinstance(event, TokenEvent):
+                yield event
             elif isinstance(event, GenerationResult):
                 result = event
-        if result is not None and result.cache.dropped_chunks:  # left out to fit the model's context
-            hits = hits[: len(hits) - result.cache.dropped_chunks]
-        return result, hits
+        if result is None:
+            from chronorag.kvcache import GenerationError
+
+            raise GenerationError(f"the {self.settings.generator} backend ended without a result")
+        used = list(hits)
+        if result.cache.dropped_chunks:  # left out to fit the model's context
+            used = used[: len(used) - result.cache.dropped_chunks]
+        total_ms = (time.perf_counter() - t0) * 1000
+        timings = AnswerTimings(retrieve_ms, retrieve_ms + result.timings.ttft_s * 1000, total_ms, result.timings)
+        yield Answer(question, result.text, tuple(Citation.of(n, h) for n, h in enumerate(used, 1)), tuple(used),
+                     timings, cache=result.cache, finish_reason=result.finish_reason, stale=hits.stale,
+                     query=hits.query)
+
+    def answer(self, question: str, top_k: int = 4, **kwargs: Any) -> Answer:
+        """:meth:`answer_stream` without the token events."""
+        for event in self.answer_stream(question, top_k=top_k, **kwargs):
+            if isinstance(event, Answer):
+                return event
+        raise AssertionError("answer_stream ended without an Answer")  # pragma: no cover
 
     @_open_only
-    def warm_kv(self, doc_ids: str | Iterable[str] | None = None, progress: Callable | None = None) -> int:
+    def warm_kv(self, doc_ids: str | Iterable[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Precompute chunk KV caches for these documents (all when None); returns chunks computed."""
         doc_ids = arguments.id_list(doc_ids, "doc_ids")
         if doc_ids == []:
@@ -468,39 +359,44 @@ class ChronoRAG:
                 progress(len(chunks))
         return done
 
-    @_open_only
-    def merge(self) -> None:
-        """Compact BM25 delta segments into one main segment now (normally done in the background)."""
-        with self._write_lock():
-            self.bm25.merge()
+    # -------------------------------------------------------------- graph views
+    def _graph_or_fail(self):
+        graph = self._parts.graph
+        if graph is None:
+            raise ValueError("the graph is disabled in settings (graph = 'none')")
+        return graph
 
     @_open_only
-    def stats(self) -> dict:
+    def entity_timeline(self, name: str) -> EntityTimeline:
+        """Every fact the graph holds about an entity, oldest first (UnknownEntity, a ValueError
+        that suggests close names, when it knows none by that name)."""
+        facts = self._graph_or_fail().entity_timeline(name)
+        return EntityTimeline(name, tuple(TimelineFact.from_dict(f) for f in facts))
+
+    @_open_only
+    def period_summary(self, period: str, top: int = 10) -> PeriodSummary:
+        """Summary, top facts and children of '2023', '2023-Q3', '2023-08' or '2023-08-11'."""
+        return PeriodSummary.from_dict(self._graph_or_fail().period_summary(period, top))
+
+    @_open_only
+    def stats(self) -> Stats:
         counts = self.store.counts()
         first, last = self.store.time_range()
-        out: dict = {
-            "data_dir": str(Path(self.settings.data_dir).resolve()),
-            **counts,
-            "published_from": first,
-            "published_to": last,
-            "indexes": {},
-        }
-        for index in self.indexes():
-            info = {"applied_seq": index.applied_seq}
-            if hasattr(index, "stats"):
-                info.update(index.stats())
-            out["indexes"][index.name] = info
-        out["disk_bytes"] = _tree_bytes(Path(self.settings.data_dir))
-        return out
+        newest = self.store.max_seq()
+        states = tuple(
+            IndexState(ix.name, ix.applied_seq, backlog(self.store, ix) if ix.applied_seq < newest else 0, ix.stats())
+            for ix in self._parts.indexes()
+        )
+        return Stats(data_dir=str(self.settings.data_dir.resolve()), published_from=first, published_to=last,
+                     indexes=states, disk_bytes=self.data_dir.tree_bytes(), **counts)
 
+    # ---------------------------------------------------------------- life
     def close(self) -> None:
         """Release the indexes' files and the store; later calls raise StoreError. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._bm25 is not None:
-            self._bm25.close()  # waits for a background merge to finish
-        self._bm25 = self._dense = self._graph = self._retriever = None
+        self._parts.close()
         self.store.close()
 
     def _check_open(self) -> None:

@@ -1,8 +1,10 @@
 """The contract between the store and every derived index, and the catch-up loop that drives it.
 
 An index remembers the last change-log sequence it applied (persisted together with its data,
-atomically). On start-up, and after every ingestion, :func:`catch_up` feeds it what it missed, so
-a crash at any point leaves an index that is merely behind, never wrong.
+atomically). Writers (ingest, ``sync``, the ingestion worker) feed it what it missed with
+:func:`catch_up`, so a crash at any point leaves an index that is merely behind, never wrong.
+Readers never run an unbounded catch-up: :func:`backlog` says how far behind an index is, and a
+read applies a backlog only when it is within the index's :attr:`DerivedIndex.read_backlog`.
 
 The log would otherwise grow with every change forever, so :func:`trim_change_log` drops what
 every index has applied. An index found behind the trimmed log (one turned off for a long time,
@@ -12,8 +14,8 @@ or whose files were deleted) is rebuilt from the store's chunks, which is always
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from chronorag.store import Change, Store
 from chronorag.types import Chunk
@@ -25,26 +27,65 @@ log = logging.getLogger(__name__)
 # fell this far behind, in which case they rebuild from the store instead of pinning the log.
 KEEP_FOR_UNLOADED = 200_000
 
+Progress = Callable[[int], None]
 
-class DerivedIndex(Protocol):
-    """Anything rebuilt from the store: BM25 segments, FAISS, the temporal graph, KV caches."""
 
-    name: str
+class DerivedIndex(ABC):
+    """Anything rebuilt from the store: BM25 segments, FAISS, the temporal graph, KV caches.
+
+    The catch-up loop calls only the methods below; the optional ones have no-op defaults, so an
+    index overrides what it needs and nothing is probed for.
+    """
+
+    name: str = "index"
+    # Log entries a read may apply itself before answering: about a second of this index's work.
+    # A larger backlog is left to writers and reported as stale.
+    read_backlog: int = 2000
+    # False for an index that only reacts to deletions (KV caches not warmed on ingest): a rebuild
+    # then reads no chunks.
+    wants_added: bool = True
 
     @property
-    def applied_seq(self) -> int: ...
+    @abstractmethod
+    def applied_seq(self) -> int:
+        """The last change-log sequence whose effect is durable in this index."""
 
+    @abstractmethod
     def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
         """Add chunks and drop chunk ids (in memory); nothing is durable until :meth:`commit`."""
 
+    @abstractmethod
     def commit(self, seq: int) -> None:
         """Persist the index together with ``seq`` atomically."""
 
+    @abstractmethod
     def reset(self) -> None:
         """Forget everything (before a full rebuild from the store)."""
 
-    # Optional: ``refresh()`` adopts what another process committed (its files or rows), so a
-    # long-lived reader does not redo a writer's work in its query path.
+    def refresh(self) -> bool:
+        """Adopt what another process committed (its files or rows), so a long-lived reader does
+        not redo a writer's work; returns whether anything was adopted."""
+        return False
+
+    def before_catch_up(self) -> None:
+        """Index-specific preparation before the log is applied (the graph redoes its rows when its
+        extractor changed)."""
+
+    def prefetch(self, chunks: Sequence[Chunk]) -> None:
+        """The next window's chunks, given before the current one commits (work can overlap)."""
+
+    def finish_catch_up(self) -> None:
+        """Deferred work once the log is exhausted (the graph's period summaries)."""
+
+    def end_catch_up(self) -> None:
+        """Runs last after every catch-up, finished or not (release workers)."""
+
+    def stats(self) -> dict:
+        """What ``chronorag stats`` shows about this index."""
+        return {}
+
+    def close(self) -> None:
+        """Release files and threads."""
 
 
 def net_changes(changes: Sequence[Change]) -> tuple[list[int], list[int]]:
@@ -63,6 +104,14 @@ def net_changes(changes: Sequence[Change]) -> tuple[list[int], list[int]]:
     return adds, dels
 
 
+def backlog(store: Store, index: DerivedIndex) -> int:
+    """How much work catching ``index`` up would take: log entries after its sequence, or every
+    live chunk when it must be rebuilt (it is behind the trimmed log)."""
+    if index.applied_seq < store.log_start():
+        return store.live_chunk_count()
+    return store.changes_after(index.applied_seq)
+
+
 def _window(store: Store, after_seq: int, batch: int) -> tuple[int, list[Chunk], list[int], int] | None:
     """The next window of the log: (last seq, chunks to add, chunk ids to delete, entries)."""
     changes = store.changes_since(after_seq, limit=batch)
@@ -74,16 +123,15 @@ def _window(store: Store, after_seq: int, batch: int) -> tuple[int, list[Chunk],
     return changes[-1].seq, [chunks[c] for c in add_ids if c in chunks], del_ids, len(changes)
 
 
-def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=None) -> int:
+def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress: Progress | None = None) -> int:
     """Apply the store's changes the index has not seen; returns how many log entries were applied.
 
-    Optional hooks: ``prefetch(chunks)`` receives the next window before the current one commits
-    (the graph starts extracting it in its workers), ``finish_catch_up()`` runs once the log is
-    exhausted (deferred work: graph summaries), ``end_catch_up()`` always runs last.
+    Each window is committed before the next is read, so an interrupted catch-up (even kill -9)
+    resumes from its last committed window and applies nothing twice.
     """
     applied = 0
-    prefetch = getattr(index, "prefetch", None)
     try:
+        index.before_catch_up()
         if index.applied_seq < store.log_start():
             applied += _rebuild(store, index, batch, progress)
         window = _window(store, index.applied_seq, batch)
@@ -91,20 +139,16 @@ def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress=Non
             seq, added, del_ids, n = window
             index.apply(added, del_ids)
             window = _window(store, seq, batch)
-            if prefetch is not None and window is not None:
-                prefetch(window[1])
+            if window is not None:
+                index.prefetch(window[1])
             index.commit(seq)
             applied += n
             if progress is not None:
                 progress(n)
-        finish = getattr(index, "finish_catch_up", None)
-        if finish is not None:
-            finish()
+        index.finish_catch_up()
         return applied
     finally:
-        end = getattr(index, "end_catch_up", None)
-        if end is not None:
-            end()
+        index.end_catch_up()
 
 
 def _snapshot(store: Store, start: int, batch: int) -> Iterator[list[Chunk]]:
@@ -117,7 +161,7 @@ def _snapshot(store: Store, start: int, batch: int) -> Iterator[list[Chunk]]:
             yield kept
 
 
-def _rebuild(store: Store, index: DerivedIndex, batch: int, progress) -> int:
+def _rebuild(store: Store, index: DerivedIndex, batch: int, progress: Progress | None) -> int:
     """Rebuild ``index`` from the chunks as of the log's start; returns how many it applied.
 
     Batches in between are committed at sequence 0, so a crash part-way leaves an index that is
@@ -128,16 +172,14 @@ def _rebuild(store: Store, index: DerivedIndex, batch: int, progress) -> int:
         log.warning("the %s index is behind the trimmed change log (at %d, log starts after %d): "
                     "rebuilding it from the store", index.name, index.applied_seq, start)
     index.reset()
-    prefetch = getattr(index, "prefetch", None)
     applied = 0
-    # an index that only reacts to deletions (KV caches not warmed on ingest) needs no chunks
-    batches = _snapshot(store, start, batch) if getattr(index, "wants_added", True) else iter(())
+    batches = _snapshot(store, start, batch) if index.wants_added else iter(())
     chunks = next(batches, None)
     while chunks is not None:
         index.apply(chunks, [])
         following = next(batches, None)
-        if prefetch is not None and following is not None:
-            prefetch(following)
+        if following is not None:
+            index.prefetch(following)
         index.commit(0 if following is not None else start)
         applied += len(chunks)
         if progress is not None:

@@ -20,73 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from chronorag.store_schema import SCHEMA, SCHEMA_VERSION
 from chronorag.types import Chunk, ChunkDraft, Document, SearchFilters
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "Change", "DocumentWrite", "Store", "StoreError"]
 
 
 class StoreError(RuntimeError):
     """The data directory holds something that is not a store this version can open."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id        TEXT PRIMARY KEY,
-    source        TEXT NOT NULL DEFAULT '',
-    title         TEXT,
-    published_at  TEXT,
-    published_ts  REAL,
-    content_hash  TEXT NOT NULL,
-    text          TEXT NOT NULL,
-    metadata      TEXT NOT NULL DEFAULT '{}',
-    ingested_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id        TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
-    ord           INTEGER NOT NULL,
-    text          TEXT NOT NULL,
-    char_start    INTEGER NOT NULL,
-    char_end      INTEGER NOT NULL,
-    n_tokens      INTEGER NOT NULL,
-    published_ts  REAL,
-    source        TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
-CREATE INDEX IF NOT EXISTS chunks_ts ON chunks(published_ts);
-CREATE TABLE IF NOT EXISTS embeddings (
-    chunk_id  INTEGER NOT NULL REFERENCES chunks(chunk_id) ON DELETE CASCADE,
-    model     TEXT NOT NULL,
-    vec       BLOB NOT NULL,
-    PRIMARY KEY (chunk_id, model)
-) WITHOUT ROWID;
--- Chunks of changed or deleted documents, kept until every index has applied their deletion: a
--- reader whose indexes are behind a busy writer still gets the text of the hits those indexes
--- return (the version they indexed), instead of losing every hit of a document being replaced.
-CREATE TABLE IF NOT EXISTS retired_chunks (
-    chunk_id      INTEGER PRIMARY KEY,
-    doc_id        TEXT NOT NULL,
-    ord           INTEGER NOT NULL,
-    text          TEXT NOT NULL,
-    char_start    INTEGER NOT NULL,
-    char_end      INTEGER NOT NULL,
-    n_tokens      INTEGER NOT NULL,
-    published_at  TEXT,
-    published_ts  REAL,
-    source        TEXT NOT NULL DEFAULT '',
-    retired_seq   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS changes (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    op        TEXT NOT NULL CHECK (op IN ('add', 'del')),
-    chunk_id  INTEGER NOT NULL,
-    doc_id    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS index_progress (
-    name         TEXT PRIMARY KEY,
-    applied_seq  INTEGER NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -158,7 +99,7 @@ class Store:
         # random key order, and a cache that holds their hot pages keeps that off the disk
         self._conn.execute("PRAGMA cache_size=-65536")
         with self._lock:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -380,6 +321,15 @@ class Store:
             rows = self._conn.execute(sql, args).fetchall()
         return [Change(*r) for r in rows]
 
+    def changes_after(self, seq: int) -> int:
+        """How many log entries follow ``seq`` (a range count on the primary key: cheap per read)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM changes WHERE seq > ?", (seq,)).fetchone()[0])
+
+    def live_chunk_count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
     def embeddings(self, model: str, chunk_ids: Sequence[int]) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
         with self._lock:
@@ -441,7 +391,8 @@ class Store:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def chunk_ids_matching(self, filters: SearchFilters) -> np.ndarray:
-        """Chunk ids that pass ``filters`` (sorted). Undated chunks fail any time bound."""
+        """Chunk ids that pass ``filters`` (sorted): both time bounds inclusive, as SearchFilters
+        defines them. Undated chunks fail any time bound."""
         where, args = [], []
         if filters.since is not None:
             where.append("published_ts >= ?")

@@ -73,7 +73,11 @@ class Chunk:
 
 @dataclass(frozen=True)
 class SearchFilters:
-    """Restrictions applied by every retriever. Undated chunks never match a time bound."""
+    """Restrictions applied by every retriever. Undated chunks never match a time bound.
+
+    ``since`` and ``until`` are both inclusive, unlike a Period's exclusive end: they are what a user
+    bounds publication by (an until-day includes that whole day), so a period is put here as its
+    ``start`` and ``last`` (chronorag.arguments.time_bound, TimeScope.publication_filter)."""
 
     since: datetime | None = None
     until: datetime | None = None

@@ -11,10 +11,11 @@ from chronorag.graph.llm_extract import LLMExtractor, LLMSummariser
 from chronorag.graph.retrieve import GraphResult, QuestionParse, UnknownEntity, UnknownPeriod
 from chronorag.graph.timeexpr import TimeSpan, find_dates, normalise
 from chronorag.graph.timeline import ExtractiveSummariser
-from chronorag.graph.timescope import TimeScope, parse_time_scope
+from chronorag.graph.timescope import parse_time_scope
+from chronorag.periods import Period, TimeScope
 
 __all__ = [
     "ExtractiveSummariser", "Extraction", "Extractor", "GraphIndex", "GraphResult", "LLMExtractor",
-    "LLMSummariser", "QuestionParse", "RuleExtractor", "TimeScope", "TimeSpan", "UnknownEntity",
+    "LLMSummariser", "Period", "QuestionParse", "RuleExtractor", "TimeScope", "TimeSpan", "UnknownEntity",
     "UnknownPeriod", "find_dates", "normalise", "parse_time_scope",
 ]

@@ -1,128 +1,48 @@
-"""Extraction interface and the fast rule-based default (English and Chinese, no model).
+"""The fast rule-based default extractor (English and Chinese, no model).
 
-The default runs at ingest speed: entities from capitalised phrases plus small gazetteers (English)
+It runs at ingest speed: entities from capitalised phrases plus small gazetteers (English)
 or jieba part-of-speech tags (Chinese), dates from :mod:`timeexpr`, and a relation for each pair of
 neighbouring entities in a sentence, labelled by the normalised phrase (English) or verbs (Chinese)
 between them. A few trigger phrases map to canonical, functional relations ('chief executive of',
 'headquartered in') so that later facts can close earlier ones.
+
+The extraction interface and driver (:mod:`chronorag.graph.extraction`) are re-exported here, so
+``chronorag.graph.extract`` names everything an extractor's caller needs.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from itertools import accumulate
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from itertools import accumulate
 
-from chronorag.graph.timeexpr import DateMention, TimeSpan, find_dates, span_of_day
-from chronorag.types import Chunk
+from chronorag.graph.extraction import (
+    EntityMention,
+    Extraction,
+    Extractor,
+    FactDraft,
+    extract_chunks,
+    runs_in_processes,
+    sentence_time,
+    split_sentences,
+)
+from chronorag.graph.timeexpr import DateMention, find_dates
 
+__all__ = [
+    "EntityMention",
+    "Extraction",
+    "Extractor",
+    "FactDraft",
+    "RuleExtractor",
+    "extract_chunks",
+    "runs_in_processes",
+    "sentence_time",
+    "split_sentences",
+]
 
-@dataclass(frozen=True)
-class EntityMention:
-    name: str
-    type: str  # PER, ORG, LOC, VALUE, ENT
-    start: int = 0
-    end: int = 0
-
-
-@dataclass(frozen=True)
-class FactDraft:
-    """One extracted (subject, relation, object, time) quadruple before merging across chunks."""
-
-    subject: str
-    subject_type: str
-    relation: str
-    object: str
-    object_type: str
-    time: TimeSpan | None
-    time_source: str  # 'sentence', 'document', 'llm' or 'none'
-    description: str
-    confidence: float = 0.5
-
-
-@dataclass
-class Extraction:
-    entities: list[EntityMention] = field(default_factory=list)
-    facts: list[FactDraft] = field(default_factory=list)
-    dates: list[DateMention] = field(default_factory=list)
-
-
-@runtime_checkable
-class Extractor(Protocol):
-    """Turns one chunk's text into entities, dates and facts. ``name`` includes a version."""
-
-    name: str
-
-    def extract(self, text: str, published_at: datetime | None) -> Extraction: ...
-
-
-def extract_chunks(
-    extractor: Extractor,
-    chunks: Sequence[Chunk],
-    workers: int = 1,
-    finish: Callable[[Chunk, Extraction], object] | None = None,
-) -> dict[int, object]:
-    """Run an extractor over chunks, using its batch method when it has one (LLM call caps).
-
-    An extractor that declares ``parallel_safe`` (pure CPU, no model or connection state) runs in
-    ``workers`` forked processes when there is enough work to pay for them. ``finish`` (a
-    module-level function) turns each chunk's extraction into what the caller keeps, in the worker.
-    """
-    batch = getattr(extractor, "extract_batch", None)
-    if batch is not None:
-        results = batch(chunks)
-    elif runs_in_processes(extractor, len(chunks), workers):
-        from chronorag.graph.extract_pool import extract_in_processes
-
-        return extract_in_processes(extractor, chunks, workers, finish)
-    else:
-        results = {c.chunk_id: extractor.extract(c.text, c.published_at) for c in chunks}
-    if finish is None:
-        return results
-    return {c.chunk_id: finish(c, results.get(c.chunk_id, Extraction())) for c in chunks}
-
-
-_MIN_PARALLEL = 256  # below this, forking costs more than it saves
-
-
-def runs_in_processes(extractor: Extractor, n_chunks: int, workers: int) -> bool:
-    """Whether ``n_chunks`` go to forked workers: pure-CPU extractors (``parallel_safe``, no batch
-    method with call caps) and enough work to pay for the fork."""
-    return (workers > 1 and n_chunks >= _MIN_PARALLEL and getattr(extractor, "parallel_safe", False)
-            and getattr(extractor, "extract_batch", None) is None)
-
-
-# ------------------------------------------------------------------ sentences
-_EN_SENT = re.compile(r"(?<=[.!?])[\"”']?\s+(?=[A-Z\"“(0-9])|\n+")
-_ZH_SENT = re.compile(r"(?<=[。！？；!?])|\n+")
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
-
-
-def split_sentences(text: str, chinese: bool) -> list[tuple[int, int]]:
-    """(start, end) offsets of sentences; abbreviations like 'Inc.' may split an English one (harmless)."""
-    out: list[tuple[int, int]] = []
-    pos = 0
-    for m in (_ZH_SENT if chinese else _EN_SENT).finditer(text):
-        if m.start() > pos:
-            out.append((pos, m.start()))
-        pos = max(pos, m.end())
-    if pos < len(text):
-        out.append((pos, len(text)))
-    return [(s, e) for s, e in out if text[s:e].strip()]
-
-
-def sentence_time(dates: Sequence[DateMention], start: int, end: int, published_at: datetime | None) -> tuple[TimeSpan | None, str]:
-    """A sentence's own first date, else the document's day, else none."""
-    for d in dates:
-        if start <= d.start < end:
-            return d.span, "sentence"
-    if published_at is not None:
-        return span_of_day(published_at), "document"
-    return None, "none"
 
 
 # -------------------------------------------------------------------- English
@@ -215,12 +135,13 @@ class _Ent:
 class RuleExtractor:
     """Fast default extractor: gazetteers, capitalisation, jieba POS tags and date rules."""
 
-    name = "rules-v2"  # v2: merged Chinese organisation names keep the nouns in between
+    name = "rules-v2"  # bump the version when the output changes: a new name re-extracts every chunk
     parallel_safe = True
 
     def __init__(self, max_relation_gap_words: int = 12, zh_all_sentences: bool = False, zh_lead_sentences: int = 2) -> None:
         """Chinese text is POS-tagged only in its first ``zh_lead_sentences`` sentences and in
-        sentences holding a date or a relation trigger, unless ``zh_all_sentences`` (about 2x slower)."""
+        sentences holding a date or a relation trigger (tagging dominates the cost), unless
+        ``zh_all_sentences``."""
         self.max_gap = max_relation_gap_words
         self.zh_all_sentences = zh_all_sentences
         self.zh_lead_sentences = zh_lead_sentences
@@ -432,7 +353,7 @@ class RuleExtractor:
 
 
 def _tag_rjieba(sent: str) -> list[tuple[str, str]]:
-    """rjieba is jieba-rs: the same dictionary and algorithm in Rust, ~20x faster than jieba.posseg.
+    """rjieba is jieba-rs: the same dictionary and algorithm in Rust, far faster than jieba.posseg.
     The two agree word for word; they differ only in tagging digits ('m' vs 'eng'), which no rule reads."""
     import rjieba
 

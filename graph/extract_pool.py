@@ -14,7 +14,7 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from chronorag.graph.extract import Extractor
+from chronorag.graph.extraction import Extractor
 from chronorag.types import Chunk
 
 _worker_job: tuple[Extractor, Callable | None] | None = None

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from chronorag.graph.extract import Extraction
 from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key, fact_key
-from chronorag.graph.timeline import node_for_span
+from chronorag.periods import node_for_span, quarter_months
 from chronorag.store import Store
 
 SCHEMA = """
@@ -343,8 +343,7 @@ def facts_in_period(store: Store, label: str, limit: int | None = None) -> list[
     if len(label) == 4:  # a year: every label starts with it
         where, args = "period LIKE ?", [label + "%"]
     elif "Q" in label:
-        q = int(label[-1])
-        months = [f"{label[:4]}-{m:02d}" for m in range(3 * q - 2, 3 * q + 1)]
+        months = quarter_months(label)
         where = "period = ? OR " + " OR ".join("period LIKE ?" for _ in months)
         args = [label] + [m + "%" for m in months]
     else:

@@ -8,10 +8,14 @@ graph from those rows. A crash before commit leaves the index behind, never wron
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -22,11 +26,16 @@ from chronorag.graph.model import FUNCTIONAL_RELATIONS, entity_key
 from chronorag.graph.period_summaries import resummarise
 from chronorag.graph.retrieve import GraphResult, GraphRetriever, QuestionParse, surface_candidates, unknown_entity
 from chronorag.graph.temporal_graph import TemporalGraph
-from chronorag.graph.timeline import PERIOD_LABEL, ExtractiveSummariser, Summariser, lineage, parent_of
+from chronorag.graph.timeline import ExtractiveSummariser, Summariser
+from chronorag.periods import PERIOD_LABEL, lineage, parent_of
 from chronorag.graph.timescope import parse_time_scope
-
+from chronorag.indexing import DerivedIndex
+from chronorag.query import GraphReading, Query
+from chronorag.rwlock import ReadWriteLock
 from chronorag.store import Store
 from chronorag.types import Chunk
+
+log = logging.getLogger(__name__)
 
 
 _FIRST_SENTENCE = re.compile(r"\s*(.{4,}?(?:[。！？!?]|(?<=.{24})(?<!\b[A-Z][a-z])(?<!\b[A-Z][a-z][a-z])\.(?=\s)|$))", re.S)
@@ -53,8 +62,8 @@ def _read_pending(cur) -> list[str]:
 
 
 # Fact rows a one-shot question about a whole period reads beyond its summaries' top items: the
-# candidates' fill-up (ranked after those items) needs ~100 chunks, not the year's ~10^5 facts
-# (which took 2.3 s per question on a 20,000-document store).
+# candidates' fill-up (ranked after those items) needs ~100 chunks, not a year's ~10^5 facts,
+# whose reading would dominate the question's latency.
 PERIOD_QUERY_ROWS = 1000
 
 
@@ -67,10 +76,26 @@ def _summary_fact_keys(summaries: dict[str, dict], label: str) -> set[str]:
     return out
 
 
-class GraphIndex:
-    """Entities, timestamped facts and the time hierarchy, kept in step with the store."""
+@dataclass(frozen=True)
+class _QuestionView:
+    """The graph a question was parsed against and the parse: a subgraph read for this question
+    alone, or the whole loaded graph (``shared``: read under the index's read lock)."""
+
+    retriever: GraphRetriever
+    parsed: QuestionParse
+    shared: bool
+
+
+class GraphIndex(DerivedIndex):
+    """Entities, timestamped facts and the time hierarchy, kept in step with the store.
+
+    Reads come from many threads: a question is served either from a subgraph read for it alone
+    (one-shot commands, the default) or from the whole graph loaded in memory (:meth:`load`, a
+    server), which writers change only under the write side of :attr:`_rw`.
+    """
 
     name = "graph"
+    read_backlog = 500  # rule extraction of a few hundred chunks takes about a second
 
     def __init__(
         self,
@@ -92,10 +117,9 @@ class GraphIndex:
         self._pool: ExtractionPool | None = None  # open for the length of one catch-up
         self._prefetched: PendingExtraction | None = None
         self.partial_queries = True
-        # per-query subgraphs: the last one is reused (parse_question then retrieve of one question)
-        # and the period summaries are read once per committed version of the tables
-        self._last_partial: tuple[tuple, GraphRetriever] | None = None
-        self._summaries: tuple[str | None, dict] | None = None
+        self._rw = ReadWriteLock()  # guards the loaded graph against a writer's in-place changes
+        self._load_lock = threading.Lock()
+        self._summaries = _SummaryCache(store)
 
     # ------------------------------------------------------- DerivedIndex
     @property
@@ -112,10 +136,9 @@ class GraphIndex:
         stored = int(fs.read_meta(self.store, "applied_seq") or 0)
         if stored == self._applied_seq:
             return False
-        self._applied_seq = stored
-        self._graph = None
-        self._summaries = None
-        self._last_partial = None
+        with self._rw.write():
+            self._applied_seq = stored
+            self._graph = None
         return True
 
     @property
@@ -123,6 +146,11 @@ class GraphIndex:
         """True when the stored rows came from another extractor (reset() and catch up to redo them)."""
         stored = fs.read_meta(self.store, "extractor")
         return stored is not None and stored != self.extractor.name
+
+    def before_catch_up(self) -> None:
+        if self.extractor_changed:  # the rows came from another extractor (rule -> llm): redo them all
+            log.warning("graph extractor changed to %s; re-extracting every chunk", self.extractor.name)
+            self.reset()
 
     def prefetch(self, added: Sequence[Chunk]) -> None:
         """Start extracting the next batch in the workers; ``catch_up`` calls this before committing
@@ -172,6 +200,10 @@ class GraphIndex:
     def commit(self, seq: int) -> None:
         """Write the pending rows; the in-memory graph is updated only when it is loaded (a server),
         so a one-shot ingest into a large store never reads the whole graph."""
+        with self._rw.write():
+            self._commit(seq)
+
+    def _commit(self, seq: int) -> None:
         graph = self._graph
         now = time.time()
         try:
@@ -212,6 +244,10 @@ class GraphIndex:
 
     def finish_catch_up(self) -> None:
         """Re-summarise the time nodes the batches since the last call touched (from the tables)."""
+        with self._rw.write():
+            self._resummarise()
+
+    def _resummarise(self) -> None:
         try:
             with self.store.transaction() as cur:
                 pending = _read_pending(cur)
@@ -223,7 +259,7 @@ class GraphIndex:
         except BaseException:
             self._graph = None
             raise
-        self._summaries = None
+        self._summaries.clear()
         if self._graph is not None:
             timeline = self._graph.timeline
             timeline.restore({r[0]: dict(zip(("period", "level", "summary", "top_items", "n_facts", "n_chunks"), r))
@@ -233,20 +269,26 @@ class GraphIndex:
                     timeline.drop(r[0])
 
     def reset(self) -> None:
-        with self.store.transaction() as cur:
-            fs.clear_all(cur)
-        self._pending_add.clear()
-        self._pending_del.clear()
-        self._graph = None  # empty tables: loads (empty) on first use
-        self._applied_seq = 0
+        with self._rw.write():
+            with self.store.transaction() as cur:
+                fs.clear_all(cur)
+            self._pending_add.clear()
+            self._pending_del.clear()
+            self._graph = None  # empty tables: loads (empty) on first use
+            self._applied_seq = 0
 
     # ----------------------------------------------------------- the graph
     @property
     def graph(self) -> TemporalGraph:
-        """The networkx-backed graph, rebuilt from the tables on first use."""
-        if self._graph is None:
-            self._graph = self.rebuild_from_tables()
-        return self._graph
+        """The networkx-backed graph, rebuilt from the tables on first use (once, however many
+        threads ask)."""
+        graph = self._graph
+        if graph is None:
+            with self._load_lock, self._rw.write():
+                if self._graph is None:
+                    self._graph = self.rebuild_from_tables()
+                graph = self._graph
+        return graph
 
     def rebuild_from_tables(self) -> TemporalGraph:
         g = TemporalGraph()
@@ -299,60 +341,60 @@ class GraphIndex:
         return g
 
     def _cached_summaries(self) -> dict:
-        version = fs.read_meta(self.store, "applied_seq")
-        if self._summaries is None or self._summaries[0] != version:
-            self._summaries = (version, fs.read_summaries(self.store))
-        return self._summaries[1]
+        return self._summaries.get()
 
-    def _retriever_for(self, question: str, now: datetime | None = None) -> GraphRetriever:
-        if self._graph is not None or not self.partial_queries:
-            return self.retriever
-        memo_key = (question, now, fs.read_meta(self.store, "applied_seq"))
-        if self._last_partial is not None and self._last_partial[0] == memo_key:
-            return self._last_partial[1]
-        retriever = self._partial_retriever(question, now)
-        self._last_partial = (memo_key, retriever)
-        return retriever
-
-    def _partial_retriever(self, question: str, now: datetime | None) -> GraphRetriever:
+    def _partial_retriever(self, question: str, now: datetime) -> GraphRetriever:
         found = fs.keys_for_aliases(self.store, surface_candidates(question))
         keys = set().union(*found.values()) if found else set()
         period = None
         if not keys:
             scope = parse_time_scope(question, now)
             if scope.start is not None:
-                period = GraphRetriever(TemporalGraph()).period_label(scope)
+                period = GraphRetriever.period_label(scope)
         return GraphRetriever(self.subgraph(keys, period, period_rows=PERIOD_QUERY_ROWS))
 
+    @contextmanager
+    def _question_graph(self, question: str, now: datetime) -> Iterator[tuple[GraphRetriever, bool]]:
+        """The graph to serve one question from, held for reading: the loaded graph when there
+        is one (shared), else a subgraph read from the tables for this question alone."""
+        if self._graph is None and self.partial_queries:
+            yield self._partial_retriever(question, now), False
+            return
+        graph = self.graph
+        with self._rw.read():
+            yield GraphRetriever(self._graph or graph), True
+
     # ------------------------------------------------------------- queries
-    def names_a_time(self, question: str, now: datetime | None = None) -> bool:
-        """Whether the question names a time. Cheap for most questions: the graph is consulted only
-        when an anchor event ('before X became CEO') has to be dated from its facts."""
-        anchors: list[str] = []
+    def read_question(self, text: str, now: datetime | None = None) -> GraphReading:
+        """The graph's part of query analysis (:class:`chronorag.query.QuestionReader`): the time
+        scope with event anchors dated from the facts, the entities named, the relations asked,
+        and whether a fact of an asked relation holds in that scope."""
+        now = now or datetime.now(timezone.utc)
+        with self._question_graph(text, now) as (retriever, shared):
+            parsed = retriever.parse(text, now)
+            evidence = retriever.has_relation_evidence(parsed)
+        return GraphReading(parsed.scope, tuple(parsed.entities), tuple(parsed.relations), parsed.broad,
+                            evidence, view=_QuestionView(retriever, parsed, shared))
 
-        def probe(anchor: str, mode: str) -> None:
-            anchors.append(anchor)
-            return None
+    def _retrieve_read(self, reading: GraphReading, k: int) -> GraphResult:
+        view = reading.view
+        if not isinstance(view, _QuestionView):
+            raise ValueError("this question was read by another graph")
+        if not view.shared:
+            return view.retriever.retrieve_parsed(view.parsed, k)
+        graph = self.graph
+        with self._rw.read():  # the loaded graph may have been replaced since the question was read
+            return GraphRetriever(self._graph or graph).retrieve_parsed(view.parsed, k)
 
-        if parse_time_scope(question, now, probe).mode != "any":
-            return True
-        return bool(anchors) and self.parse_question(question, now).scope.mode != "any"
-
-    def parse_question(self, question: str, now: datetime | None = None) -> QuestionParse:
-        """Time scope (tz-aware TimeScope), entity keys and relation hints of a question."""
-        return self._retriever_for(question, now).parse(question, now)
-
-    def has_relation_evidence(self, question: str, now: datetime | None = None) -> bool:
-        """Whether a fact of the asked relation about one of the question's entities holds in its time
-        scope (what justifies trusting the graph over text search for this question)."""
-        retriever = self._retriever_for(question, now)
-        return retriever.has_relation_evidence(retriever.parse(question, now))
-
-    def retrieve(self, question: str, k: int = 100, now: datetime | None = None) -> GraphResult:
+    def retrieve(self, question: str | Query, k: int = 100, now: datetime | None = None) -> GraphResult:
         """Ranked (chunk_id, score) candidates from the temporal subgraph, plus facts and summaries."""
-        return self._retriever_for(question, now).retrieve(question, k, now)
+        if isinstance(question, Query):
+            reading = question.graph or self.read_question(question.text, question.now)
+        else:
+            reading = self.read_question(question, now)
+        return self._retrieve_read(reading, k)
 
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The Searcher interface of chronorag.retrieval.hybrid, so fusion can use the graph directly."""
         cands = self.retrieve(query, k=max(k * 4, k) if allowed is not None else k).candidates
         if allowed is not None:
@@ -371,7 +413,9 @@ class GraphIndex:
             if not keys:  # suggest from the aliases sharing the first two characters typed
                 raise unknown_entity(name, fs.names_by_alias_prefix(self.store, name.strip()[:2]))
             return GraphRetriever(self.subgraph(keys)).entity_timeline(name)
-        return self.retriever.entity_timeline(name)
+        graph = self.graph
+        with self._rw.read():
+            return GraphRetriever(self._graph or graph).entity_timeline(name)
 
     def period_summary(self, period: str, top: int = 10) -> dict:
         """Summary and top facts of '2023', '2023-Q3', '2023-08' or '2023-08-11' (``chronorag graph period``)."""
@@ -382,16 +426,45 @@ class GraphIndex:
         if self._graph is None and self.partial_queries:
             sub = self.subgraph(period=period.strip()) if PERIOD_LABEL.match(period.strip()) else TemporalGraph()
             return GraphRetriever(sub).period_summary(period, top)
-        return self.retriever.period_summary(period, top)
+        graph = self.graph
+        with self._rw.read():
+            return GraphRetriever(self._graph or graph).period_summary(period, top)
 
     def stats(self) -> dict:
         rows = self.store.query("SELECT (SELECT COUNT(*) FROM graph_facts), (SELECT COUNT(*) FROM graph_mentions), (SELECT COUNT(*) FROM graph_chunks)")[0]
         out = {"fact_rows": rows[0], "mention_rows": rows[1], "chunks_extracted": rows[2], "extractor": self.extractor.name}
-        if self._graph is not None:
-            out.update(self._graph.stats())
+        graph = self._graph
+        if graph is not None:
+            with self._rw.read():
+                out.update(graph.stats())
         else:  # the same counts from the tables, without loading the graph
             ents, facts, nodes = self.store.query(
                 "SELECT (SELECT COUNT(DISTINCT entity_key) FROM graph_mentions),"
                 " (SELECT COUNT(DISTINCT fact_key) FROM graph_facts), (SELECT COUNT(*) FROM graph_summaries)")[0]
             out.update({"entities": ents, "facts": facts, "time_nodes": nodes})
         return out
+
+
+class _SummaryCache:
+    """The period summaries as of the graph's last commit, read once per committed version
+    (every period question reads them). Safe across threads: the version and its rows are
+    swapped together, and two threads reading one new version at once both read the same rows."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._entry: tuple[str | None, dict] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> dict:
+        version = fs.read_meta(self.store, "applied_seq")
+        entry = self._entry
+        if entry is None or entry[0] != version:
+            rows = fs.read_summaries(self.store)
+            with self._lock:
+                self._entry = entry = (version, rows)
+        return entry[1]
+
+    def clear(self) -> None:
+        """New summaries under the same version (they are written after the rows they cover)."""
+        with self._lock:
+            self._entry = None

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
-from chronorag.graph.extract import EntityMention, Extraction, Extractor, FactDraft, split_sentences
+from chronorag.graph.extraction import EntityMention, Extraction, Extractor, FactDraft, split_sentences
 from chronorag.graph.timeexpr import TimeSpan, day_span, find_dates, month_span, quarter_span, span_of_day, year_span
 from chronorag.graph.timeline import ExtractiveSummariser, SummaryItem
 from chronorag.types import Chunk

@@ -110,10 +110,10 @@ class Fact:
         return self.valid_from <= t and (self.valid_to is None or t < self.valid_to)
 
     def overlaps(self, start: datetime | None, end: datetime | None) -> bool:
-        """Does [valid_from, valid_to) meet the closed interval [start, end] (None = unbounded)?"""
+        """Does [valid_from, valid_to) meet [start, end) (a Period's or TimeScope's; None = unbounded)?"""
         if self.valid_from is None:
             return start is None and end is None
-        if end is not None and self.valid_from > end:
+        if end is not None and self.valid_from >= end:
             return False
         if start is not None and self.valid_to is not None and self.valid_to <= start:
             return False

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from chronorag.graph import facts_store as fs
 from chronorag.graph.model import evidence_rank, merged_confidence
-from chronorag.graph.timeline import LEVELS, SummaryItem, Summariser, level_of, parent_of, rank_items
+from chronorag.graph.timeline import SummaryItem, Summariser, rank_items
+from chronorag.periods import LEVELS, level_of, parent_of, quarter_months
 
 KEEP_ITEMS = 8  # best items a node keeps (and hands to its parent)
 LEAD_ENTITIES = 5  # entities of a chunk lead that count for its centrality
@@ -64,8 +65,7 @@ def _children(cur: sqlite3.Cursor, label: str, fresh: dict[str, tuple]) -> list[
     if level == "year":
         sql, args = "level = 'quarter' AND period LIKE ?", [label + "-Q%"]
     elif level == "quarter":
-        q = int(label[-1])
-        sql, args = "level = 'month' AND period IN (?,?,?)", [f"{label[:4]}-{m:02d}" for m in range(3 * q - 2, 3 * q + 1)]
+        sql, args = "level = 'month' AND period IN (?,?,?)", quarter_months(label)
     elif level == "month":
         sql, args = "level = 'day' AND period LIKE ?", [label + "-%"]
     else:

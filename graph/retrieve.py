@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 from chronorag.graph.model import Fact, entity_key
 from chronorag.graph.temporal_graph import TemporalGraph
-from chronorag.graph.timeline import level_of, period_span
-from chronorag.graph.timescope import TimeScope, parse_time_scope
+from chronorag.graph.timescope import parse_time_scope
+from chronorag.periods import Period, TimeScope, level_of
 
 RELATION_HINTS: dict[str, re.Pattern] = {
     "chief executive of": re.compile(
@@ -124,10 +124,10 @@ def time_score(f: Fact, scope: TimeScope, newest: datetime | None = None) -> flo
     if scope.mode == "in":
         if not f.overlaps(scope.start, scope.end):
             return None
-        inside = (scope.start is None or f.valid_from >= scope.start) and (scope.end is None or f.valid_from <= scope.end)
+        inside = (scope.start is None or f.valid_from >= scope.start) and (scope.end is None or f.valid_from < scope.end)
         return 1.0 + (0.2 if inside else 0.0)
     if scope.mode in ("as_of", "before"):
-        p = scope.end
+        p = scope.point
         if p is None or f.valid_from > p:
             return None
         if f.valid_at(p):
@@ -232,7 +232,10 @@ class GraphRetriever:
 
     # ----------------------------------------------------------- retrieval
     def retrieve(self, question: str, k: int = 100, now: datetime | None = None) -> GraphResult:
-        parsed = self.parse(question, now)
+        return self.retrieve_parsed(self.parse(question, now), k)
+
+    def retrieve_parsed(self, parsed: QuestionParse, k: int = 100) -> GraphResult:
+        """Candidates for a question this graph (or the subgraph read for it) has parsed."""
         if parsed.broad:
             return self._period_result(parsed, k)
         scored = self._score_facts(parsed)
@@ -328,19 +331,7 @@ class GraphRetriever:
     @staticmethod
     def period_label(scope: TimeScope) -> str | None:
         """The hierarchy label of the period a scope names ('2023-08' for 'in August 2023')."""
-        if scope.start is None:
-            return None
-        start = scope.start
-        gran = scope.granularity
-        if gran == "year":
-            label = f"{start.year}"
-        elif gran in ("quarter", "half"):
-            label = f"{start.year}-Q{(start.month - 1) // 3 + 1}" if gran == "quarter" else f"{start.year}"
-        elif gran == "day":
-            label = start.date().isoformat()
-        else:
-            label = f"{start.year}-{start.month:02d}"
-        return label
+        return scope.period_label()
 
     def _facts_under(self, label: str) -> Iterable[Fact]:
         nodes = self.graph.timeline.nodes
@@ -373,14 +364,15 @@ class GraphRetriever:
 
     def period_summary(self, period: str, top: int = 10) -> dict:
         """Summary and top facts of a period label ('2023', '2023-Q3', '2023-08', '2023-08-11')."""
+        period = period.strip()
         try:
-            level = level_of(period.strip())
+            span = Period.from_label(period)
         except ValueError as exc:
             raise UnknownPeriod(str(exc)) from None
-        period = period.strip()
         node = self.graph.timeline.nodes.get(period)
-        start, end = period_span(period)
-        out = {"period": period, "level": level, "start": start.date().isoformat(), "end": end.date().isoformat(),
+        # 'end' is the exclusive end's date, as for every period ('2023-08' ends 2023-09-01)
+        out = {"period": period, "level": span.granularity, "start": span.start.date().isoformat(),
+               "end": span.end.date().isoformat(),
                "summary": "", "n_facts": 0, "n_chunks": 0, "top_facts": [], "children": []}
         if node is None:
             return out

@@ -14,7 +14,8 @@ import networkx as nx
 
 from chronorag.graph.facts_store import ChunkRow, FactRow, MentionRow
 from chronorag.graph.model import Entity, Fact, assign_validity, evidence_rank, functional_group, merged_confidence
-from chronorag.graph.timeline import Timeline, day_label, level_of, node_for_span
+from chronorag.graph.timeline import Timeline
+from chronorag.periods import day_label, level_of, node_for_span
 
 
 def _same_evidence(a: Fact, b: Fact) -> bool:
@@ -38,7 +39,8 @@ class TemporalGraph:
         self.timeline = Timeline()
         self.chunks: dict[int, ChunkRow] = {}
         self.chunk_facts: dict[int, set[str]] = defaultdict(set)
-        # counts in plain dicts: a full corpus creates ~300k of them and Counter() costs 10x dict()
+        # counts in plain dicts: a full corpus creates hundreds of thousands, and Counter() costs
+        # far more to create than dict()
         self.chunk_entities: dict[int, dict[str, int]] = defaultdict(dict)
         self.entity_facts: dict[str, set[str]] = defaultdict(set)
         self.entity_chunks: dict[str, set[int]] = defaultdict(set)

@@ -9,40 +9,14 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import islice
 
-GRANULARITIES = ("day", "week", "month", "quarter", "half", "year")
+from chronorag.periods import MONTH_NAME, MONTHS, Period
 
-
-@dataclass(frozen=True)
-class TimeSpan:
-    """[start, end) with a granularity label; ``end`` is exclusive."""
-
-    start: datetime
-    end: datetime
-    granularity: str
-
-    @property
-    def last(self) -> datetime:
-        """The last instant inside the span (for inclusive bounds such as SearchFilters.until)."""
-        return self.end - timedelta(microseconds=1)
-
-    def contains(self, t: datetime) -> bool:
-        return self.start <= t < self.end
-
-    def label(self) -> str:
-        s = self.start
-        if self.granularity == "year":
-            return f"{s.year}"
-        if self.granularity == "quarter":
-            return f"{s.year}-Q{(s.month - 1) // 3 + 1}"
-        if self.granularity == "month":
-            return f"{s.year}-{s.month:02d}"
-        if self.granularity == "day":
-            return s.date().isoformat()
-        return f"{s.date().isoformat()}/{self.last.date().isoformat()}"
+TimeSpan = Period  # the name extractors know a mention's period by
 
 
 @dataclass(frozen=True)
@@ -52,44 +26,24 @@ class DateMention:
     start: int
     end: int
     text: str
-    span: TimeSpan
+    span: Period
 
 
 # ----------------------------------------------------------------- span builders
-def day_span(y: int, m: int, d: int, tz: tzinfo) -> TimeSpan:
-    s = datetime(y, m, d, tzinfo=tz)
-    return TimeSpan(s, s + timedelta(days=1), "day")
+day_span = Period.day
+month_span = Period.month
+quarter_span = Period.quarter
+half_span = Period.half
+year_span = Period.year
 
 
-def month_span(y: int, m: int, tz: tzinfo) -> TimeSpan:
-    s = datetime(y, m, 1, tzinfo=tz)
-    return TimeSpan(s, s + timedelta(days=calendar.monthrange(y, m)[1]), "month")
-
-
-def quarter_span(y: int, q: int, tz: tzinfo) -> TimeSpan:
-    s = datetime(y, 3 * (q - 1) + 1, 1, tzinfo=tz)
-    e = datetime(y + 1, 1, 1, tzinfo=tz) if q == 4 else datetime(y, 3 * q + 1, 1, tzinfo=tz)
-    return TimeSpan(s, e, "quarter")
-
-
-def half_span(y: int, h: int, tz: tzinfo) -> TimeSpan:
-    s = datetime(y, 1 if h == 1 else 7, 1, tzinfo=tz)
-    e = datetime(y, 7, 1, tzinfo=tz) if h == 1 else datetime(y + 1, 1, 1, tzinfo=tz)
-    return TimeSpan(s, e, "half")
-
-
-def year_span(y: int, tz: tzinfo) -> TimeSpan:
-    return TimeSpan(datetime(y, 1, 1, tzinfo=tz), datetime(y + 1, 1, 1, tzinfo=tz), "year")
-
-
-def week_span(day: datetime) -> TimeSpan:
+def week_span(day: datetime) -> Period:
     """The Monday-to-Sunday week holding ``day``."""
-    s = datetime(day.year, day.month, day.day, tzinfo=day.tzinfo) - timedelta(days=day.weekday())
-    return TimeSpan(s, s + timedelta(days=7), "week")
+    return Period.week(day.year, day.month, day.day, day.tzinfo)
 
 
-def span_of_day(t: datetime) -> TimeSpan:
-    return day_span(t.year, t.month, t.day, t.tzinfo or timezone.utc)
+def span_of_day(t: datetime) -> Period:
+    return Period.day(t.year, t.month, t.day, t.tzinfo or timezone.utc)
 
 
 def shift_months(y: int, m: int, delta: int) -> tuple[int, int]:
@@ -98,11 +52,6 @@ def shift_months(y: int, m: int, delta: int) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------- vocabulary
-_MONTHS = {
-    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4,
-    "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9,
-    "sep": 9, "sept": 9, "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
-}
 _WEEKDAYS = {
     "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6,
 }
@@ -110,11 +59,12 @@ _ORDINAL_Q = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3,
 _ZH_DIGIT = {"〇": 0, "零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _ZH_WEEKDAY = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
 
-_MON = r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+_MON = MONTH_NAME
 _YEAR = r"(?P<year>(?:19|20)\d{2})"
 _DAY = r"(?P<day>[0-3]?\d)(?:st|nd|rd|th)?"
 _WD = r"(?P<wd>monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _ZHN = r"[0-9〇零一二两三四五六七八九十]"
+_WEEK_WORDS = ("周", "星期", "礼拜")
 
 
 def _zh_int(text: str) -> int:
@@ -156,7 +106,7 @@ def _past_weekday(ref: datetime, wd: int, mode: str) -> datetime:
     return ref - timedelta(days=delta)
 
 
-def _relative_unit(ref: datetime, unit: str, offset: int, tz: tzinfo) -> TimeSpan:
+def _relative_unit(ref: datetime, unit: str, offset: int, tz: tzinfo) -> Period:
     if unit in ("day", "days"):
         return span_of_day(ref + timedelta(days=offset))
     if unit in ("week", "weeks"):
@@ -170,50 +120,74 @@ def _relative_unit(ref: datetime, unit: str, offset: int, tz: tzinfo) -> TimeSpa
     return year_span(ref.year + offset, tz)
 
 
-# --------------------------------------------------------------------- English
-def _rule_collector():
-    """A list and a ``@rule(pattern)`` decorator that appends (pattern, handler) to it, in order."""
-    rules: list[tuple[str, object]] = []
+# ----------------------------------------------------------------------- rules
+Handler = Callable[[dict, datetime, tzinfo], "Period | None"]
 
-    def rule(pattern: str):
-        def deco(fn):
-            rules.append((pattern, fn))
+
+@dataclass(frozen=True)
+class Rule:
+    """A date pattern, the handler that turns its match into a period, and what lets
+    :func:`find_dates` skip or narrow its scan.
+
+    ``needs``: literals the pattern cannot match without (any one of them); a substring test is far
+    cheaper than a regex scan, and most chunks lack 季度, 半年 or a week word. ``year_led``: every
+    match begins with a Chinese year head ('2023年'), so the pattern is tried only where one occurs.
+    ``numeric``: worth running on Chinese text too ('2023-08-11', 'Q3 2023').
+    """
+
+    pattern: re.Pattern
+    handler: Handler
+    needs: tuple[str, ...] = ()
+    year_led: bool = False
+    numeric: bool = False
+
+
+def _rule_collector(flags: int = 0):
+    """A list and a ``@rule(pattern, ...)`` decorator that appends a Rule to it, in order (earlier
+    rules win overlaps)."""
+    rules: list[Rule] = []
+
+    def rule(pattern: str, needs: tuple[str, ...] = (), year_led: bool = False, numeric: bool = False):
+        def deco(fn: Handler) -> Handler:
+            rules.append(Rule(re.compile(pattern, flags), fn, needs, year_led, numeric))
             return fn
         return deco
 
     return rules, rule
 
 
-def _en_rules() -> list[tuple[re.Pattern, object]]:
-    rules, rule = _rule_collector()
+# --------------------------------------------------------------------- English
+def _en_rules() -> list[Rule]:
+    rules, rule = _rule_collector(re.IGNORECASE)
 
-    @rule(r"\b(?P<y>(?:19|20)\d{2})[-/.](?P<m>[01]?\d)[-/.](?P<d>[0-3]?\d)\b")
+    @rule(r"\b(?P<y>(?:19|20)\d{2})[-/.](?P<m>[01]?\d)[-/.](?P<d>[0-3]?\d)\b", numeric=True)
     def _iso(g, ref, tz):
         return day_span(int(g["y"]), int(g["m"]), int(g["d"]), tz)
 
     @rule(r"\b" + _MON + r"\s+" + _DAY + r"\b(?:,?\s+" + _YEAR + r"\b)?")
     def _mdy(g, ref, tz):
-        m, d = _MONTHS[g["mon"].lower()], int(g["day"])
+        m, d = MONTHS[g["mon"].lower()], int(g["day"])
         y = int(g["year"]) if g["year"] else _near_year(ref, m, d)
         return day_span(y, m, d, tz)
 
     @rule(r"\b" + _DAY + r"\s+(?:of\s+)?" + _MON + r"(?:,?\s+" + _YEAR + r")?\b")
     def _dmy(g, ref, tz):
-        m, d = _MONTHS[g["mon"].lower()], int(g["day"])
+        m, d = MONTHS[g["mon"].lower()], int(g["day"])
         y = int(g["year"]) if g["year"] else _near_year(ref, m, d)
         return day_span(y, m, d, tz)
 
     @rule(r"\b" + _MON + r",?\s+(?:of\s+)?" + _YEAR + r"\b")
     def _my(g, ref, tz):
-        return month_span(int(g["year"]), _MONTHS[g["mon"].lower()], tz)
+        return month_span(int(g["year"]), MONTHS[g["mon"].lower()], tz)
 
-    @rule(r"\b(?:q(?P<q>[1-4])|(?P<q2>[1-4])q)\s*(?:of\s+)?(?:fy|fiscal\s+(?:year\s+)?)?'?\s*(?P<year>(?:19|20)?\d{2})\b")
+    @rule(r"\b(?:q(?P<q>[1-4])|(?P<q2>[1-4])q)\s*(?:of\s+)?(?:fy|fiscal\s+(?:year\s+)?)?'?\s*(?P<year>(?:19|20)?\d{2})\b",
+          needs=("q", "Q"), numeric=True)
     def _qy(g, ref, tz):
         y = int(g["year"])
         y = y + 2000 if y < 100 else y
         return quarter_span(y, int(g["q"] or g["q2"]), tz)
 
-    @rule(r"\b" + _YEAR + r"\s*[-/ ]?\s*q(?P<q>[1-4])\b")
+    @rule(r"\b" + _YEAR + r"\s*[-/ ]?\s*q(?P<q>[1-4])\b", needs=("q", "Q"), numeric=True)
     def _yq(g, ref, tz):
         return quarter_span(int(g["year"]), int(g["q"]), tz)
 
@@ -257,52 +231,52 @@ def _en_rules() -> list[tuple[re.Pattern, object]]:
 
     @rule(r"\b(?:in|during|since|by|until|through|before|after|early|late|mid|end\s+of|beginning\s+of)[\s-]+(?:early\s+|late\s+|mid-?)?" + _MON + r"(?![\w-])")
     def _in_month(g, ref, tz):
-        m = _MONTHS[g["mon"].lower()]
+        m = MONTHS[g["mon"].lower()]
         return month_span(_near_year(ref, m), m, tz)
 
     @rule(r"(?<![$£€\d.,])\b(?:fy\s*|fiscal\s+(?:year\s+)?)?" + _YEAR + r"\b(?![-/.,]?\d|%|\s*(?:million|billion|bn|m\b))")
     def _year(g, ref, tz):
         return year_span(int(g["year"]), tz)
 
-    return [(re.compile(p, re.IGNORECASE), fn) for p, fn in rules]
+    return rules
 
 
 # --------------------------------------------------------------------- Chinese
-def _zh_rules() -> list[tuple[re.Pattern, object]]:
+def _zh_rules() -> list[Rule]:
     rules, rule = _rule_collector()
 
-    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<m>" + _ZHN + r"{1,2})\s*月\s*(?P<d>" + _ZHN + r"{1,3})\s*[日号]")
+    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<m>" + _ZHN + r"{1,2})\s*月\s*(?P<d>" + _ZHN + r"{1,3})\s*[日号]", needs=("月",), year_led=True)
     def _ymd(g, ref, tz):
         return day_span(_zh_int(g["y"]), _zh_int(g["m"]), _zh_int(g["d"]), tz)
 
-    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?:第\s*)?(?P<q>[1-4一二三四])\s*季度")
+    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?:第\s*)?(?P<q>[1-4一二三四])\s*季度", needs=("季度",), year_led=True)
     def _yq(g, ref, tz):
         return quarter_span(_zh_int(g["y"]), _zh_int(g["q"]), tz)
 
-    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<h>上|下)半年")
+    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<h>上|下)半年", needs=("半年",), year_led=True)
     def _yh(g, ref, tz):
         return half_span(_zh_int(g["y"]), 1 if g["h"] == "上" else 2, tz)
 
-    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<m>" + _ZHN + r"{1,2})\s*月(?:份)?")
+    @rule(r"(?P<y>\d{4}|[〇零一二三四五六七八九]{4})\s*年\s*(?P<m>" + _ZHN + r"{1,2})\s*月(?:份)?", needs=("月",), year_led=True)
     def _ym(g, ref, tz):
         return month_span(_zh_int(g["y"]), _zh_int(g["m"]), tz)
 
-    @rule(r"(?P<y>(?:19|20)\d{2}|[一二][〇零一二三四五六七八九]{3})\s*年(?![代前后])")
+    @rule(r"(?P<y>(?:19|20)\d{2}|[一二][〇零一二三四五六七八九]{3})\s*年(?![代前后])", needs=("年",), year_led=True)
     def _y(g, ref, tz):
         return year_span(_zh_int(g["y"]), tz)
 
-    @rule(r"(?<![\d年])(?P<m>1[0-2]|0?[1-9]|十[一二]?|[一二三四五六七八九])\s*月\s*(?P<d>[0-3]?\d|[一二三]?十[一二三四五六七八九]?|[一二三四五六七八九])\s*[日号]")
+    @rule(r"(?<![\d年])(?P<m>1[0-2]|0?[1-9]|十[一二]?|[一二三四五六七八九])\s*月\s*(?P<d>[0-3]?\d|[一二三]?十[一二三四五六七八九]?|[一二三四五六七八九])\s*[日号]", needs=("月",))
     def _md(g, ref, tz):
         m, d = _zh_int(g["m"]), _zh_int(g["d"])
         return day_span(_near_year(ref, m, d), m, d, tz)
 
-    @rule(r"(?:第\s*)?(?P<q>[1-4一二三四])\s*季度")
+    @rule(r"(?:第\s*)?(?P<q>[1-4一二三四])\s*季度", needs=("季度",))
     def _q(g, ref, tz):
         q = _zh_int(g["q"])
         cur_q = (ref.month - 1) // 3 + 1
         return quarter_span(ref.year if q <= cur_q else ref.year - 1, q, tz)
 
-    @rule(r"(?<![\d年个])(?P<m>1[0-2]|0?[1-9]|十[一二]?)\s*月(?:份)?(?![\d一二三四五六七八九十]|底前)")
+    @rule(r"(?<![\d年个])(?P<m>1[0-2]|0?[1-9]|十[一二]?)\s*月(?:份)?(?![\d一二三四五六七八九十]|底前)", needs=("月",))
     def _m(g, ref, tz):
         m = _zh_int(g["m"])
         return month_span(_near_year(ref, m), m, tz)
@@ -312,7 +286,7 @@ def _zh_rules() -> list[tuple[re.Pattern, object]]:
         off = {"前天": -2, "昨天": -1, "昨日": -1, "今天": 0, "今日": 0, "明天": 1, "明日": 1, "后天": 2}[g["w"]]
         return span_of_day(ref + timedelta(days=off))
 
-    @rule(r"(?P<rel>上|本|这|下)(?:个)?(?:周|星期|礼拜)(?P<wd>[一二三四五六日天])?")
+    @rule(r"(?P<rel>上|本|这|下)(?:个)?(?:周|星期|礼拜)(?P<wd>[一二三四五六日天])?", needs=_WEEK_WORDS)
     def _rel_week(g, ref, tz):
         off = {"上": -1, "本": 0, "这": 0, "下": 1}[g["rel"]]
         if g["wd"]:
@@ -320,46 +294,34 @@ def _zh_rules() -> list[tuple[re.Pattern, object]]:
             return span_of_day(wk.start + timedelta(days=_ZH_WEEKDAY[g["wd"]]))
         return week_span(ref + timedelta(days=7 * off))
 
-    @rule(r"(?:周|星期|礼拜)(?P<wd>[一二三四五六日天])")
+    @rule(r"(?:周|星期|礼拜)(?P<wd>[一二三四五六日天])", needs=_WEEK_WORDS)
     def _weekday(g, ref, tz):
         return span_of_day(_past_weekday(ref, _ZH_WEEKDAY[g["wd"]], "on"))
 
-    @rule(r"(?P<rel>上|本|这|下)(?:个)?月")
+    @rule(r"(?P<rel>上|本|这|下)(?:个)?月", needs=("月",))
     def _rel_month(g, ref, tz):
         return _relative_unit(ref, "month", {"上": -1, "本": 0, "这": 0, "下": 1}[g["rel"]], tz)
 
-    @rule(r"(?P<w>前年|去年|今年|明年)(?:(?P<h>上|下)半年)?")
+    @rule(r"(?P<w>前年|去年|今年|明年)(?:(?P<h>上|下)半年)?", needs=("年",))
     def _rel_year(g, ref, tz):
         y = ref.year + {"前年": -2, "去年": -1, "今年": 0, "明年": 1}[g["w"]]
         return half_span(y, 1 if g["h"] == "上" else 2, tz) if g["h"] else year_span(y, tz)
 
-    @rule(r"(?P<h>上|下)半年")
+    @rule(r"(?P<h>上|下)半年", needs=("半年",))
     def _half(g, ref, tz):
         return half_span(ref.year, 1 if g["h"] == "上" else 2, tz)
 
-    return [(re.compile(p), fn) for p, fn in rules]
+    return rules
 
 
 _EN_RULES = _en_rules()
 _ZH_RULES = _zh_rules()
-# numeric rules worth running on Chinese text too ('2023-08-11', 'Q3 2023')
-_EN_NUMERIC = [r for r in _EN_RULES if r[1].__name__ in ("_iso", "_qy", "_yq")]
+_EN_NUMERIC = [r for r in _EN_RULES if r.numeric]
 _LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
 _ZH_HINT = re.compile(r"[年月日天周期季]")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _EN_HINT = re.compile(r"\d|day|week|month|quarter|year|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", re.I)
-
-
-# Literals a rule cannot match without (any one of them): a substring test is far cheaper than a
-# regex scan, and most chunks lack 季度, 半年 or a week word. Keyed by handler, per rule set.
-_ZH_NEEDS = {
-    "_ymd": ("月",), "_yq": ("季度",), "_yh": ("半年",), "_ym": ("月",), "_y": ("年",), "_md": ("月",),
-    "_q": ("季度",), "_m": ("月",), "_rel_week": ("周", "星期", "礼拜"), "_weekday": ("周", "星期", "礼拜"),
-    "_rel_month": ("月",), "_rel_year": ("年",), "_half": ("半年",),
-}
-_EN_NUMERIC_NEEDS = {"_qy": ("q", "Q"), "_yq": ("q", "Q")}
-_ZH_YEAR_HEAD = re.compile(r"(?:\d{4}|[〇零一二三四五六七八九]{4})\s*年")
-_YEAR_LED = {"_ymd", "_yq", "_yh", "_ym", "_y"}  # Chinese rules whose match starts with a year head
+_ZH_YEAR_HEAD = re.compile(r"(?:\d{4}|[〇零一二三四五六七八九]{4})\s*年")  # where year_led rules begin
 
 
 def _matches_at(pattern: re.Pattern, text: str, starts: list[int]):
@@ -394,19 +356,17 @@ def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None)
         rule_sets.append(_EN_RULES if english else _EN_NUMERIC)
     year_heads: list[int] | None = None
     for rules in rule_sets:
-        needs_of = _ZH_NEEDS if rules is _ZH_RULES else _EN_NUMERIC_NEEDS if rules is _EN_NUMERIC else {}
-        for pattern, handler in rules:
-            needs = needs_of.get(handler.__name__)
-            if needs is not None and not any(lit in text for lit in needs):
+        for r in rules:
+            if r.needs and not any(lit in text for lit in r.needs):
                 continue
-            if rules is _ZH_RULES and handler.__name__ in _YEAR_LED:
-                # these rules all begin with 'YYYY年': match them only where that head occurs (one
-                # scan instead of five; same matches as finditer, which is a third of the cost)
+            if r.year_led:
+                # one scan for the year heads serves every such rule; matching only there gives
+                # finditer's matches at a third of the cost
                 if year_heads is None:
                     year_heads = [h.start() for h in _ZH_YEAR_HEAD.finditer(text)]
-                matches = _matches_at(pattern, text, year_heads)
+                matches = _matches_at(r.pattern, text, year_heads)
             else:
-                matches = pattern.finditer(text)
+                matches = r.pattern.finditer(text)
             for m in matches:
                 s, e = m.span()
                 if any(s < te and ts < e for ts, te in taken):
@@ -416,10 +376,12 @@ def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None)
                 if needs_ref and ref is None:
                     continue
                 try:
-                    span = handler(g, ref if ref is not None else datetime(1970, 1, 1, tzinfo=zone), zone)
+                    span = r.handler(g, ref if ref is not None else datetime(1970, 1, 1, tzinfo=zone), zone)
                 except (ValueError, KeyError, OverflowError):
                     continue
-                if span is None:
+                # a period running to the calendar's end has no exclusive end: such a "date" is a
+                # placeholder (9999-12-31), not a time the text is about
+                if span is None or span.reaches_calendar_end:
                     continue
                 taken.append((s, e))
                 found.append(DateMention(s, e, m.group(0), span))
@@ -427,7 +389,7 @@ def find_dates(text: str, ref: datetime | None = None, tz: tzinfo | None = None)
     return found
 
 
-def normalise(expression: str, ref: datetime | None = None) -> TimeSpan | None:
+def normalise(expression: str, ref: datetime | None = None) -> Period | None:
     """The span of the first date expression in ``expression`` (None if there is none)."""
     mentions = find_dates(expression, ref)
     return mentions[0].span if mentions else None

@@ -1,74 +1,19 @@
 """A question's time scope: 'in March 2021', 'as of June 2022', 'before X became CEO', 'latest'.
 
-The scope is returned as :class:`TimeScope` so the engine can also turn it into a retrieval time
-filter or a recency decay. Anchors that are events ('before X became CEO') are resolved by a
-callback into the graph (the time of that fact); without a resolver such a scope stays unbounded.
+The scope is a :class:`chronorag.periods.TimeScope` (half-open, like every period), which the engine
+also turns into a retrieval time filter or a recency decay. Anchors that are events ('before X became
+CEO') are resolved by a callback into the graph (the time of that fact); without a resolver such a
+scope stays unbounded.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from chronorag.graph.timeexpr import TimeSpan, find_dates
-from chronorag.types import SearchFilters
-
-MODES = ("in", "as_of", "before", "after", "latest", "any")
-REPORTING_LAG_MAX = timedelta(days=92)  # about a quarter: earnings calls, annual-report lead times
-
-
-@dataclass(frozen=True)
-class TimeScope:
-    """Closed interval [start, end] (tz-aware, None = unbounded) plus how to read it.
-
-    mode: 'in' (facts valid/occurring within the period), 'as_of' (state at ``end``), 'before' /
-    'after' (relative to an anchor time), 'latest' (currently valid), 'any' (no time in question).
-    """
-
-    start: datetime | None
-    end: datetime | None
-    mode: str
-    text: str = ""  # the phrase the scope came from
-    granularity: str | None = None
-
-    @property
-    def point(self) -> datetime | None:
-        """The instant a point-in-time question asks about, if any."""
-        if self.mode == "as_of":
-            return self.end
-        if self.mode == "before" and self.end is not None:
-            return self.end
-        if self.mode == "after" and self.start is not None:
-            return self.start
-        return None
-
-    def publication_filter(self) -> SearchFilters | None:
-        """A safe publication-date filter: evidence for a state may be published long before the
-        asked time, so only period questions bound both sides and state questions bound the end.
-
-        Reports about a period come out after it ends (a quarter's earnings call weeks into the next
-        quarter, a month's statistics early the next month), so a period question's window runs on
-        past its end by the period's own length, at most :data:`REPORTING_LAG_MAX`."""
-        if self.mode == "in" and self.start and self.end:
-            lag = min(self.end - self.start, REPORTING_LAG_MAX)
-            return SearchFilters(since=self.start, until=self.end + lag)
-        if self.mode in ("as_of", "before") and self.end is not None:
-            return SearchFilters(until=self.end)
-        if self.mode == "after" and self.start is not None:
-            return SearchFilters(since=self.start)
-        return None
-
-    def to_dict(self) -> dict:
-        return {
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-            "mode": self.mode,
-            "text": self.text,
-            "granularity": self.granularity,
-        }
-
+from chronorag.graph.timeexpr import find_dates
+from chronorag.periods import TimeScope
 
 ANY = TimeScope(None, None, "any")
 
@@ -84,13 +29,7 @@ _ZH_BEFORE = re.compile(r"(之前|以前|前夕)")
 _ZH_AFTER = re.compile(r"(之后|以后|后来|以来)")
 _BETWEEN = re.compile(r"\bbetween\b(.+?)\band\b(.+)", re.IGNORECASE)
 
-EPS = timedelta(microseconds=1)
-
 AnchorResolver = Callable[[str, str], "datetime | None"]  # (anchor phrase, 'before'|'after') -> time
-
-
-def _span_scope(span: TimeSpan, mode: str, text: str) -> TimeScope:
-    return TimeScope(span.start, span.last, mode, text, span.granularity)
 
 
 def parse_time_scope(
@@ -107,7 +46,7 @@ def parse_time_scope(
     if m:
         a, b = find_dates(m.group(1), now), find_dates(m.group(2), now)
         if a and b:
-            return TimeScope(a[0].span.start, b[0].span.last, "in", m.group(0), a[0].span.granularity)
+            return TimeScope(a[0].span.start, b[0].span.end, "in", m.group(0), a[0].span.granularity)
     for rx, zh, mode in ((_BEFORE, _ZH_BEFORE, "before"), (_AFTER, _ZH_AFTER, "after")):
         hit = rx.search(q)
         anchor = None
@@ -131,7 +70,7 @@ def parse_time_scope(
         if t is None:
             return TimeScope(None, None, "any", anchor)
         if mode == "before":
-            return TimeScope(None, t - EPS, "before", anchor)
+            return TimeScope(None, t, "before", anchor)  # end exclusive: t itself is not before t
         if dates and dates[0].start < 4 and (hit is None or hit.group(0).lower() == "since"):
             t = dates[0].span.start  # 'since March 2021' / '2021年以来' include the period itself
         return TimeScope(t, None, "after", anchor)
@@ -140,8 +79,8 @@ def parse_time_scope(
         d = dates[0]
         before_text = q[: d.start]
         if _AS_OF.search(before_text[-20:]):
-            return TimeScope(None, d.span.last, "as_of", d.text, d.span.granularity)
-        return _span_scope(d.span, "in", d.text)
+            return TimeScope(None, d.span.end, "as_of", d.text, d.span.granularity)
+        return TimeScope.of_period(d.span, "in", d.text)
     if _LATEST.search(q):
         return TimeScope(None, None, "latest", _LATEST.search(q).group(0))
     return ANY

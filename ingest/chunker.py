@@ -6,7 +6,7 @@ configured so nothing is downloaded: the tokenizer is all-MiniLM-L6-v2's (the em
 always fits its input), and sentence splitting is a regex that knows 。！？；… as well as English
 sentence ends, instead of NLTK punkt. Two changes make it usable on a 140M-character corpus:
 
-* token counts come from :class:`WordPieceCounter` (exact, ~20x faster than tokenizing Chinese);
+* token counts come from :class:`WordPieceCounter` (exact, and far faster than tokenizing Chinese);
 * the packing step keeps character offsets (llama-index's returns bare strings), so every chunk
   is exactly ``text[char_start:char_end]``. The packing rules are llama-index's, and a test checks
   the chunks equal ``SentenceSplitter.split_text``'s.

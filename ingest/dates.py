@@ -5,149 +5,25 @@ field, front matter, a CLI bound) and fails loudly otherwise, and :func:`crud_he
 free-form header of a CRUD-RAG news line, which finds a date if there is one and returns None if not.
 A day without a year (``7-20 16:03``, ``07月27日``) gets one only when the dates of its feed leave a
 single candidate; otherwise it stays undated: picking a year would be inventing.
+
+``parse_datetime`` and ``resolve_tz`` live in :mod:`chronorag.periods`, where the core reads a
+user's time bounds with them too.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from datetime import datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta, tzinfo
 
-UTC = timezone.utc
+from chronorag.periods import (  # noqa: F401  (loaders, engine and config import them from here)
+    UTC, DateParseError, build_datetime, fold_text, parse_datetime, resolve_tz,
+)
+
 CRUD_BODY_MARK = re.compile(r"正文[：:]")
 MAX_CRUD_HEADER_CHARS = 400  # the longest real header is 220 characters
 BODY_DATE_WINDOW = 300  # how far into a body an explicit date may serve as the publication date
 # A body date must fall within the span of its feed's header dates widened by this much (see loaders).
 FEED_SPAN_SLACK = timedelta(days=31)
-
-_FIXED_ZONES = {"UTC": UTC, "Z": UTC, "GMT": UTC, "Asia/Shanghai": timezone(timedelta(hours=8), "CST")}
-
-
-class DateParseError(ValueError):
-    """A value that should be a date is not one (or names an impossible day or time)."""
-
-
-def resolve_tz(tz: str | tzinfo) -> tzinfo:
-    """A tzinfo from an IANA name ('Asia/Shanghai'), 'UTC', '+08:00', or a tzinfo itself."""
-    if isinstance(tz, tzinfo):
-        return tz
-    if not isinstance(tz, str):
-        raise ValueError(f"a time zone must be a name or a tzinfo, not {type(tz).__name__}")
-    name = tz.strip()
-    offset = _TZ_OFFSET.fullmatch(name)
-    if offset:
-        return _offset_tz(offset.group(0))
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        if name in _FIXED_ZONES:  # a system without a tz database still knows these
-            return _FIXED_ZONES[name]
-        raise ValueError(f"unknown time zone {tz!r} "
-                         "(use an IANA name like 'Asia/Shanghai' or an offset like '+08:00')") from None
-
-
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
-_MONTH_NAME = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-               r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
-_WEEKDAY = r"(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
-
-# The date part of a whole-string value; each alternative names y/m/d (or mon).
-_DATE_FORMS = [
-    re.compile(r"(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})(?!\d)"),
-    re.compile(r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?=$|[Tt\s])"),
-    re.compile(r"(?P<y>\d{4})\s*年\s*(?P<m>\d{1,2})\s*月\s*(?P<d>\d{1,2})\s*[日号]"),
-    re.compile(_WEEKDAY + r"(?P<d>\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH_NAME + r",?\s+(?P<y>\d{4})", re.I),
-    re.compile(_WEEKDAY + _MONTH_NAME + r"\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y>\d{4})", re.I),
-]
-_TIME_FORMS = [
-    re.compile(r"(?:[T\s]|,\s*)?\s*(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,](?P<f>\d{1,9}))?)?"
-               r"(?:\s*(?P<ampm>[ap])\.?m\.?(?![a-z]))?", re.I),
-    re.compile(r"T(?P<H>\d{2})(?P<M>\d{2})(?P<S>\d{2})?(?:[.,](?P<f>\d{1,9}))?", re.I),
-    re.compile(r"\s*(?P<H>\d{1,2})\s*[时点](?:\s*(?P<M>\d{1,2})\s*分(?:\s*(?P<S>\d{1,2})\s*秒)?)?"),
-]
-_TZ_OFFSET = re.compile(r"[+-]\d{1,2}(?::?\d{2})?")
-_YEAR_OR_MONTH = re.compile(r"\d{4}(?:[-/.]\d{1,2})?|\d{4}\s*年(?:\s*\d{1,2}\s*月)?")
-_TZ_SUFFIX = re.compile(r"\s*(?:(?P<utc>Z|UTC|GMT)|(?:UTC|GMT)?\s*(?P<off>[+-]\d{1,2}(?::?\d{2})?))$", re.I)
-
-
-def _offset_tz(text: str) -> timezone:
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
-    if hours > 23 or minutes > 59:
-        raise DateParseError(f"time zone offset {text!r} is out of range")
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
-
-
-def _normalise(value: str) -> str:
-    """Full-width digits/colons and odd spaces (NBSP, ideographic) to ASCII, runs of spaces to one."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", value)).strip()
-
-
-def _build(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0, us: int = 0,
-           tz: tzinfo | None = None) -> datetime:
-    """A datetime, or DateParseError naming what is out of range (month 13, 31 June, 25:00)."""
-    try:
-        return datetime(y, m, d, hh, mm, ss, us, tzinfo=tz)
-    except ValueError as exc:
-        raise DateParseError(str(exc)) from None
-
-
-def parse_datetime(value: str, default_tz: tzinfo | str = UTC) -> datetime:
-    """A tz-aware datetime from one date(-time) string; naive values are taken as ``default_tz``.
-
-    Accepts ISO-8601 (date, date-time, 'Z' or offset, basic ``20230811T151000``), ``YYYY/MM/DD``,
-    ``YYYY.MM.DD``, ``YYYYMMDD``, Chinese ``2023年8月11日 15:10`` / ``15时10分``, English
-    ``11 Aug 2023`` / ``August 11, 2023`` (optionally RFC-2822 style with weekday and offset), with
-    full-width digits, colons or spaces. The whole string must be a date: trailing words are an error.
-    """
-    if not isinstance(value, str):
-        raise DateParseError(f"expected a date string, got {type(value).__name__}")
-    text = _normalise(value)
-    if not text:
-        raise DateParseError("empty date")
-    for form in _DATE_FORMS:
-        m = form.match(text)
-        if m:
-            break
-    else:
-        if _YEAR_OR_MONTH.fullmatch(text):  # picking the 1st would invent a day the source never gave
-            raise DateParseError(f"cannot read {value!r} as a date: it names a year or month but no day, "
-                                 "and no day is invented (give the full date, e.g. 2023-08-11)")
-        raise DateParseError(
-            f"cannot read {value!r} as a date (expected e.g. 2023-08-11, 2023-08-11T15:10:00+08:00, "
-            "2023/08/11, 20230811, 2023年8月11日 15:10 or 11 Aug 2023)")
-    g = m.groupdict()
-    month = _MONTHS[g["mon"][:3].lower()] if g.get("mon") else int(g["m"])
-    year, day = int(g["y"]), int(g["d"])
-    rest = text[m.end():]
-    hh = mm = ss = us = 0
-    for form in _TIME_FORMS:
-        t = form.match(rest)
-        if t and t.group("H") is not None:
-            tg = t.groupdict()
-            hh, mm, ss = int(tg["H"]), int(tg["M"] or 0), int(tg["S"] or 0)
-            us = int((tg.get("f") or "0")[:6].ljust(6, "0"))
-            ampm = tg.get("ampm")
-            if ampm:
-                if not 1 <= hh <= 12:
-                    raise DateParseError(f"{value!r}: hour {hh} cannot take am/pm")
-                hh = hh % 12 + (12 if ampm.lower() == "p" else 0)
-            rest = rest[t.end():]
-            break
-    tz = resolve_tz(default_tz)
-    if rest.strip():
-        z = _TZ_SUFFIX.fullmatch(rest)
-        if not z:
-            raise DateParseError(f"cannot read {value!r} as a date: unexpected {rest.strip()!r} after the date")
-        tz = UTC if z.group("utc") else _offset_tz(z.group("off"))
-    try:
-        return _build(year, month, day, hh, mm, ss, us, tz)
-    except DateParseError as exc:
-        raise DateParseError(f"{value!r} is not a valid date: {exc}") from None
-
 
 SHANGHAI = resolve_tz("Asia/Shanghai")  # CRUD-RAG's naive times are Beijing time
 
@@ -187,7 +63,7 @@ def _matches(form: re.Pattern, text: str, tz: tzinfo):
         if not 1900 <= year <= 2100:
             continue
         try:
-            yield m.start(), _build(year, int(g["m"]), int(g["d"]), int(g.get("H") or 0),
+            yield m.start(), build_datetime(year, int(g["m"]), int(g["d"]), int(g.get("H") or 0),
                                     int(g.get("M") or 0), int(g.get("S") or 0), tz=tz)
         except DateParseError:
             continue  # month 13, 2023-02-30, 25:00: not a date, keep looking
@@ -228,7 +104,7 @@ def body_date(body: str, default_tz: tzinfo, month_day: tuple[int, int] | None =
     date on that same day qualifies, so a cited date (``自2023年10月1日起施行``, a 2016 event) is
     never taken for the day the article appeared.
     """
-    window = _normalise(body[:BODY_DATE_WINDOW])
+    window = fold_text(body[:BODY_DATE_WINDOW])
     full = sorted((hit for form in _BODY_FORMS for hit in _matches(form, window, default_tz)),
                   key=lambda hit: hit[0])
     if not full:
@@ -264,7 +140,7 @@ def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallb
     header, body = split_crud_line(raw_line)
     partial = None
     if header:
-        header = _normalise(header)
+        header = fold_text(header)
         found = _header_date(header, tz)
         if found is not None:
             return found, body, "header"
@@ -281,7 +157,7 @@ def crud_header_date(raw_line: str, default_tz: tzinfo | None = None, body_fallb
     if partial:
         day, how = partial, "header+feed-year"
     else:
-        first = _BODY_YEARLESS.search(_normalise(body[:BODY_DATE_WINDOW]))
+        first = _BODY_YEARLESS.search(fold_text(body[:BODY_DATE_WINDOW]))
         if first is None:
             return None, body, None
         day, how = (int(first.group("m")), int(first.group("d")), 0, 0, 0), "body+feed-year"
@@ -303,7 +179,7 @@ def _year_from_span(day: tuple[int, int, int, int, int], span: tuple[datetime, d
     fits = []
     for year in range(span[0].year - 1, span[1].year + 2):
         try:
-            found = _build(year, month, dom, hh, mm, ss, tz=tz)
+            found = build_datetime(year, month, dom, hh, mm, ss, tz=tz)
         except DateParseError:  # 29 February of a common year, 31 June
             continue
         if within_feed_span(found, span):

@@ -28,11 +28,12 @@ from chronorag.ingest.dates import (
 )
 from chronorag.ingest.checks import doc_id_problem
 from chronorag.ingest.loaders_dir import load_directory
+from chronorag.ingest.loaders_ect import ECTRecordError, ect_document, ect_id, looks_like_ect
 from chronorag.types import Document, LoadError
 
-__all__ = ["FORMATS", "guess_format", "load", "load_crud", "load_directory", "load_jsonl"]
+__all__ = ["FORMATS", "guess_format", "load", "load_crud", "load_directory", "load_ect", "load_jsonl"]
 
-FORMATS = ("jsonl", "dir", "crud")
+FORMATS = ("jsonl", "dir", "crud", "ect")
 Record = Document | LoadError
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 def load(path: str | os.PathLike, fmt: str | None = None,
          default_tz: str | tzinfo | None = None) -> Iterator[Record]:
-    """Dispatch on ``fmt`` ('jsonl', 'dir', 'crud'), or guess it from the path when None.
+    """Dispatch on ``fmt`` ('jsonl', 'dir', 'crud', 'ect'), or guess it from the path when None.
 
     ``default_tz`` is the zone of naive timestamps; None means the format's own default (UTC,
     or Asia/Shanghai for CRUD-RAG). Raises ValueError for an unknown or unguessable format or a
@@ -74,12 +75,16 @@ def load(path: str | os.PathLike, fmt: str | None = None,
         return load_directory(path, UTC if default_tz is None else default_tz)
     if fmt == "crud":
         return load_crud(path, SHANGHAI if default_tz is None else default_tz)
+    if fmt == "ect":
+        return load_ect(path, UTC if default_tz is None else default_tz)
     return load_jsonl(path, UTC if default_tz is None else default_tz)
 
 
 def guess_format(path: str | os.PathLike) -> str:
-    """'dir' for a directory; for a .jsonl(.gz) file 'crud' if its first records look like raw
-    CRUD-RAG lines (only ``id`` and ``text``, text opening with a ``…正文：`` header), else 'jsonl'."""
+    """'dir' for a directory; for a .jsonl(.gz) file 'ect' if its first record has ECT-QA's transcript
+    fields (``cleaned_content``, ``stock_code``, ``year``, ``quarter``), 'crud' if its first records
+    look like raw CRUD-RAG lines (only ``id`` and ``text``, text opening with a ``…正文：`` header),
+    else 'jsonl'."""
     path = Path(path)
     if path.is_dir():
         return "dir"
@@ -94,11 +99,14 @@ def guess_format(path: str | os.PathLike) -> str:
                     records.append(json.loads(raw.decode("utf-8", errors="replace")))
                 except ValueError:
                     pass
-                if len(records) >= _SNIFF_LINES:
+                # An ECT-QA line is a whole transcript (~20 kB): its first one settles the guess.
+                if len(records) >= _SNIFF_LINES or (records and looks_like_ect(records[0])):
                     break
     except (OSError, EOFError):
         pass  # unreadable: the loader itself reports it as a LoadError
     objects = [r for r in records if isinstance(r, dict)]
+    if objects and looks_like_ect(objects[0]):
+        return "ect"
     crud_like = objects and all(set(r) <= {"id", "text"} for r in objects) and any(
         isinstance(r.get("text"), str) and CRUD_BODY_MARK.search(r["text"], 0, MAX_CRUD_HEADER_CHARS + 3)
         for r in objects)
@@ -124,6 +132,14 @@ def load_crud(path: str | os.PathLike, default_tz: str | tzinfo = SHANGHAI,
     """
     path = _existing_file(path)
     return _iter_crud(path, resolve_tz(default_tz), body_dates)
+
+
+def load_ect(path: str | os.PathLike, default_tz: str | tzinfo = UTC) -> Iterator[Record]:
+    """Documents from ECT-QA's raw transcript lines (plain or .gz; see ``loaders_ect``): id
+    ``{sector}-{stock_code}-{year}-{quarter}``, the call date from the page header (undated, with
+    ``metadata['undated_reason']``, when it names none), the fiscal period in the title."""
+    path = _existing_file(path)
+    return _iter_ect(path, resolve_tz(default_tz))
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -199,6 +215,8 @@ def _doc_id(obj: dict[str, Any]) -> str:
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
         doc_id = str(doc_id)  # numeric ids are common in exports and unambiguous
     if doc_id is None:
+        if looks_like_ect(obj):
+            raise _BadRecord("missing 'id' (this is an ECT-QA transcript line: use --format ect)")
         raise _BadRecord("missing 'id'" + _instead(obj, "id"))
     if not isinstance(doc_id, str):
         raise _BadRecord(f"'id' must be a string, got {_json_type(doc_id)}")
@@ -376,3 +394,27 @@ def _iter_crud(path: Path, tz: tzinfo, body_dates: bool) -> Iterator[Record]:
         doc = Document(doc_id=doc_id, text=body, published_at=published_at, source="crud_rag",
                        metadata={"date_from": how} if how else {})
         yield ids.duplicate(doc_id, lineno) or doc
+
+
+def _iter_ect(path: Path, tz: tzinfo) -> Iterator[Record]:
+    source = str(path)
+    ids = _FirstWins(source)
+    for item in _json_records(path):
+        if isinstance(item, LoadError):
+            yield item
+            continue
+        lineno, obj = item
+        try:
+            doc = ect_document(obj, tz)
+        except ECTRecordError as exc:
+            yield LoadError(source, lineno, _ect_id_or_none(obj), str(exc))
+            continue
+        yield ids.duplicate(doc.doc_id, lineno) or doc
+
+
+def _ect_id_or_none(obj: dict[str, Any]) -> str | None:
+    """The record's id for its LoadError when the id itself is not what failed."""
+    try:
+        return ect_id(obj)
+    except ECTRecordError:
+        return None

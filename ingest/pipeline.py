@@ -114,7 +114,7 @@ def _split_in_worker(items: list[tuple[str | None, str]]) -> list[list[ChunkDraf
 class _ChunkRunner:
     """Chunks a batch in-process or across a fork pool (chunking dominates ingest CPU time).
 
-    Started on the first batch that has something to chunk: importing llama-index costs ~2 s, which
+    Started on the first batch that has something to chunk: importing llama-index takes seconds, which
     a re-ingest of unchanged documents (a no-op) should not pay, and neither should it fork workers.
     """
 

@@ -1,4 +1,4 @@
-"""Exact MiniLM (BERT uncased WordPiece) token counts, ~20x faster than running the tokenizer on Chinese.
+"""Exact MiniLM (BERT uncased WordPiece) token counts, far faster than running the tokenizer on Chinese.
 
 The BERT pipeline makes every CJK ideograph and every punctuation character exactly one token
 (``[UNK]`` when out of vocabulary), drops whitespace, and runs WordPiece only on the remaining
@@ -55,7 +55,7 @@ def load_minilm_tokenizer(model_dir: Path | None = None):
     """The all-MiniLM-L6-v2 fast tokenizer from the installed model package, no truncation/padding."""
     from tokenizers import Tokenizer
 
-    from chronorag.retrieval.embedder import minilm_model_dir
+    from chronorag.model_files import minilm_model_dir
 
     tok = Tokenizer.from_file(str(Path(model_dir or minilm_model_dir()) / "tokenizer.json"))
     tok.no_truncation()

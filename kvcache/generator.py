@@ -139,8 +139,8 @@ class Generator:
             raise GenerationError(f"{self.backend} backend ended without a result")
         return result
 
-    def answer(self, question: str, chunks: Sequence[ChunkRef] = (), **opts: Any) -> GenerationResult:
-        return self.generate(GenerationRequest(question=question, chunks=tuple(chunks), **opts))
+    def load(self) -> None:
+        """Load the model now instead of on the first request (a server's warm-up)."""
 
     def warm(self, chunks: Iterable[ChunkRef], system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> int:
         """Precompute KV for these chunks; returns how many were computed (0 where unsupported)."""

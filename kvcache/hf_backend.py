@@ -127,6 +127,10 @@ class HFGenerator(Generator):
         except BlendError as exc:
             raise GenerationError(str(exc)) from None
 
+    def load(self) -> None:
+        with self._lock:
+            self._ensure_loaded()
+
     def _ensure_loaded(self) -> float:
         if self._loaded is not None:
             return 0.0

@@ -2,8 +2,8 @@
 
 The disk tier is shared by every process on a data directory and outlives crashes, full disks and
 hand edits, so a file is trusted only when its header says this format and a CRC32 of its tensor
-bytes matches (1.7 ms for a 5.6 MiB, 256-token SmolLM2 chunk on the 2-core CPU; a non-finite check
-would cost 5 ms more and catches nothing a checksum misses). Files are written under unique temp
+bytes matches (cheap next to a chunk's recompute; a non-finite check would cost more and catches
+nothing a checksum misses: docs/figures.md). Files are written under unique temp
 names, so concurrent writers of the same key never touch each other's half-written files, and
 start-up clean-up removes only temp files old enough that no live writer can own them.
 """

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from chronorag.indexing import DerivedIndex
 from chronorag.kvcache.generator import DEFAULT_SYSTEM_PROMPT, Generator
 from chronorag.kvcache.kv_file import write_atomic
 from chronorag.types import Chunk
@@ -36,8 +37,9 @@ def read_seq(path: Path) -> int | None:
     return seq
 
 
-class ChunkKVIndex:
+class ChunkKVIndex(DerivedIndex):
     name = "kvcache"
+    read_backlog = 100_000  # only deletions apply (files dropped), unless warm_added
 
     def __init__(self, generator: Generator, state_path: str | Path, warm_added: bool = False,
                  system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:

@@ -124,7 +124,7 @@ def _load_converted(path: Path) -> tuple[Any, Any] | None:
 
 def _save_converted(path: Path, model: Any, tokenizer: Any) -> None:
     """Save a GGUF-loaded model as safetensors (fp32, as loaded): later loads skip de-quantising and
-    the slow GGUF tokenizer conversion (~25 s -> ~0.5 s for SmolLM2-135M). Written to a temporary
+    the slow GGUF tokenizer conversion (docs/figures.md). Written to a temporary
     directory and renamed, so a crash never leaves a half-written model that looks complete."""
     from safetensors.torch import save_model
 

@@ -3,11 +3,12 @@
 Used for all-MiniLM-L6-v2 (6 layers) and multilingual-e5-small (12 layers); both are BERT blocks of
 width 384 with 12 heads, mean pooling and L2 normalisation.
 
-Plain dynamic int8 quantisation of all-MiniLM-L6-v2 costs a lot of accuracy (cosine to the fp32
-vectors ~0.96) because a handful of hidden channels carry values 20-30x larger than the rest, which
-wrecks the per-tensor activation scale. Here each Linear's input is split: those few outlier channels
-(found once by a calibration pass on built-in sentences) go through a tiny fp32 matmul, the rest through
-the int8 kernel, and the two results are added. That restores ~0.995 cosine at nearly int8 speed.
+Plain dynamic int8 quantisation of all-MiniLM-L6-v2 costs a lot of accuracy because a handful of
+hidden channels carry values far larger than the rest, which wrecks the per-tensor activation scale.
+Here each Linear's input is split: those few outlier channels (found once by a calibration pass on
+built-in sentences) go through a tiny fp32 matmul, the rest through the int8 kernel, and the two
+results are added. That brings the vectors back close to fp32's at nearly int8 speed (cosines in
+docs/figures.md).
 
 The forward pass is written out (fused QKV projection, SDPA attention, no pooler) rather than taken from
 transformers, so batches can be small enough for the activations to stay in cache.
@@ -180,8 +181,8 @@ def input_maxima(model: BertEncoder, batches: list[tuple[torch.Tensor, torch.Ten
 
 def int8_engine() -> str:
     """The quantised engine to pack the Linears for: oneDNN on x86, where its dynamic int8 Linear
-    ran 7-22% faster than fbgemm's at this model's shapes (AVX-512 VNNI and AVX2 alike, same
-    vectors); elsewhere torch's own choice."""
+    is faster than fbgemm's at this model's shapes (AVX-512 VNNI and AVX2 alike, same vectors;
+    docs/figures.md); elsewhere torch's own choice."""
     engines = torch.backends.quantized.supported_engines
     if platform.machine().lower() in ("x86_64", "amd64") and "onednn" in engines:
         return "onednn"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chronorag.indexing import DerivedIndex
 from chronorag.retrieval.index_files import dir_lock, file_stamp, remove_path, remove_unreferenced
 from chronorag.retrieval.bm25_manifest import (
     MANIFEST,
@@ -66,7 +67,7 @@ _NO_IDS = np.empty(0, dtype=np.int64)
 _NO_HITS = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
 
 
-class SegmentedBM25:
+class SegmentedBM25(DerivedIndex):
     """The 'bm25' derived index (see chronorag.indexing.DerivedIndex) and a Searcher for fusion."""
 
     name = "bm25"

@@ -27,8 +27,10 @@ from typing import Iterator
 import faiss
 import numpy as np
 
+from chronorag.indexing import DerivedIndex
 from chronorag.retrieval import dense_files
 from chronorag.retrieval.embedder import Embedder
+from chronorag.retrieval.tokenize import detect_language
 from chronorag.store import Store
 from chronorag.types import Chunk
 
@@ -55,8 +57,9 @@ class DenseParams:
     compact_ratio: float = 0.25  # hnsw: rebuild once tombstones exceed this share
 
 
-class DenseIndex:
+class DenseIndex(DerivedIndex):
     name = "dense"
+    read_backlog = 64  # embedding runs at tens of chunks a second on a small CPU
 
     def __init__(
         self,
@@ -181,11 +184,22 @@ class DenseIndex:
         finally:
             faiss.omp_set_num_threads(before)
 
+    def covers(self, text: str) -> bool:
+        """Whether the embedder was trained on the text's language: vectors of other text are
+        noise (the questions in that language do not use vectors either), so they are not made.
+        An embedder that covers it (a switch to e5-small) is another model whose index starts
+        empty and embeds them then."""
+        languages = self.embedder.languages
+        if not languages:
+            return True
+        language = detect_language(text)
+        return language == "mixed" or language in languages
+
     def apply(self, added: Sequence[Chunk], deleted: Sequence[int]) -> None:
         with self._lock:
             if deleted:
                 self._delete([int(c) for c in deleted])
-            todo = [c for c in added if c.chunk_id not in self._live]
+            todo = [c for c in added if c.chunk_id not in self._live and self.covers(c.text)]
             if todo:
                 ids, vecs = self._vectors_for(todo)
                 self._add(ids, vecs)

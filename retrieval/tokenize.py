@@ -1,7 +1,7 @@
 """BM25 tokenisation for Chinese, English and mixed text.
 
-Chinese runs become jieba's words (see chronorag.retrieval.zh_segment, which computes them ~3x
-faster than jieba itself: tokenising the whole CRUD-RAG corpus has to fit the ingestion budget),
+Chinese runs become jieba's words (see chronorag.retrieval.zh_segment, which computes them faster
+than jieba itself: tokenising the whole CRUD-RAG corpus has to fit the ingestion budget),
 in search mode by default: long words also yield the 2- and 3-character dictionary words inside
 them, so '浦东新区' finds '上海市浦东新区'. Latin words are lowercased, stop-word filtered and
 Snowball-stemmed, accented ones after folding to ASCII. Words of other scripts are case-folded
@@ -9,18 +9,16 @@ runs of letters and marks (no stemmer for them); hiragana and katakana runs are 
 own. Numbers are kept ('8.5', '1,200' -> '1200', '07' -> '7', '٢٠٢١' -> '2021'): dates and
 amounts are what financial and news questions ask about.
 
-Measured on CRUD-RAG (document-level BM25, 11k articles, 4,970 questions, hit@10): 0.407 plain,
-0.420 with search mode (about a quarter more CPU time), 0.419 with search mode plus jieba's HMM
-for unknown words (about half again as much), 0.404 for stock ``jieba.lcut``. Hence search mode
-on, HMM off by default.
+Search mode is on and jieba's HMM for unknown words off by default: on CRUD-RAG search mode
+found more for a little more CPU time, and the HMM added CPU time without finding more
+(docs/figures.md).
 
 Each Chinese run also yields its overlapping character bigrams as terms of their own (marked with
 ``BIGRAM_MARK``, so a two-character word and the same bigram are counted apart), as Lucene's CJK
 analyser does. Words are precise where the dictionary knows the word; bigrams still match where
 segmentation goes wrong (names and terms the dictionary lacks, a word cut differently in question
-and text). On the CRUD-RAG chunks (65,356 of a 20k-article subset, chunk-level BM25, gold-document
-recall@8 of the 1-doc / 2-doc questions): words 0.290 / 0.375, bigrams alone 0.287 / 0.369, both
-0.304 / 0.387; adding trigrams as well did not help (0.303 / 0.375).
+and text). On CRUD-RAG both together beat either alone, and trigrams on top did not help
+(docs/figures.md).
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ _KANA = "\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff"
 def _mark_ranges() -> str:
     """Combining marks (Mn/Mc/Me) of the Basic Multilingual Plane as a regex class body: Devanagari
     vowel signs, Thai tone marks, Arabic harakat... belong inside words, but Python's \\w does
-    not match them. Read from the Unicode database once per process (~10 ms)."""
+    not match them. Read from the Unicode database once per process."""
     ranges: list[list[int]] = []
     for cp in range(0x300, 0x10000):
         if unicodedata.category(chr(cp))[0] == "M":
@@ -83,7 +81,7 @@ _LATIN_RE = re.compile(r"[A-Za-z]")
 _FULLWIDTH_RE = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]")
 _FULLWIDTH = {c: c - 0xFEE0 for c in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B), 0xFF0E)}
 _RUN_CACHE_MAX_LEN = 16  # short runs repeat across articles ("记者", "据悉", "同比增长"): memoise them
-_RUN_CACHE_SIZE = 200_000  # full: ~110 MB per process with bigrams, ~50 MB words only (CRUD-RAG runs)
+_RUN_CACHE_SIZE = 200_000  # entries: bounds each process's memory for it (docs/figures.md)
 # Prefix of a character-bigram term; no other term can start with it (words are letters, marks
 # and digits only).
 BIGRAM_MARK = "~"

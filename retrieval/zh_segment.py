@@ -3,7 +3,7 @@
 jieba picks, for a run of Chinese characters, the route through its word DAG with the highest
 product of word probabilities. ``segment_chinese`` computes the same route (identical output to
 ``jieba.lcut(run, HMM=False)`` on pure Chinese runs, ties going to the longer word) in one
-backward pass without building the DAG, about 3x faster than jieba's own Python loop. The
+backward pass without building the DAG, faster than jieba's own Python loop. The
 optional HMM pass and search-mode sub-words mirror jieba's ``HMM=True`` and ``cut_for_search``.
 """
 
@@ -39,9 +39,9 @@ _LEXICON_FORMAT = 1  # bump when the lexicon's contents change meaning
 
 
 def _lexicon_cache_path(cache_dir: str) -> Path:
-    """Our parsed lexicon's cache file, named after the dictionary's contents (~10 ms to hash), not
-    its path: every virtualenv or checkout with the same jieba shares one 10 MB file instead of
-    leaving one more behind in the temp dir each time."""
+    """Our parsed lexicon's cache file, named after the dictionary's contents (cheap to hash), not
+    its path: every virtualenv or checkout with the same jieba shares one file instead of leaving
+    one more behind in the temp dir each time."""
     import hashlib
 
     import jieba
@@ -77,8 +77,8 @@ def load_lexicon() -> tuple[dict[str, float], float]:
     """(word -> log probability or PREFIX_ONLY, log probability of an unknown character).
 
     Built from jieba's dictionary once per process (forked workers inherit it), with jieba's
-    start-up logging silenced, and cached on disk: building it takes ~1.5 s, reading it back ~0.3 s,
-    which every one-shot CLI command that meets Chinese text would pay.
+    start-up logging silenced, and cached on disk: reading it back is much faster than building it,
+    which every one-shot CLI command that meets Chinese text would otherwise pay.
     """
     global _lexicon, _unknown_logp
     if _lexicon is not None:

@@ -22,13 +22,17 @@ def _write(store, doc_id, text, n_chunks=2):
     store.write_documents([DocumentWrite(doc, text, drafts)])
 
 
-class _Index:
+class _Index(indexing.DerivedIndex):
     """In-memory index that can be told to crash on a commit."""
 
     def __init__(self, name="rec", fail_on_commit=None):
-        self.name, self.applied_seq, self.ids = name, 0, set()
+        self.name, self._seq, self.ids = name, 0, set()
         self.commits: list[int] = []
         self.fail_on_commit = fail_on_commit
+
+    @property
+    def applied_seq(self):
+        return self._seq
 
     def apply(self, added, deleted):
         self.ids |= {c.chunk_id for c in added}
@@ -37,11 +41,11 @@ class _Index:
     def commit(self, seq):
         if len(self.commits) == self.fail_on_commit:
             raise RuntimeError("killed")
-        self.applied_seq = seq
+        self._seq = seq
         self.commits.append(seq)
 
     def reset(self):
-        self.ids, self.applied_seq = set(), 0
+        self.ids, self._seq = set(), 0
 
 
 def test_trimming_keeps_the_sequence_and_later_entries(store):

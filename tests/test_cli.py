@@ -101,11 +101,11 @@ def test_warnings_are_one_prefixed_line_on_stderr(env, capsys):
     "argv, message",
     [
         (["ingest", "missing.jsonl"], "no such file"),
-        (["retrieve", "x", "--since", "2021-13-40"], "bad date"),
+        (["retrieve", "x", "--since", "2021-13-40"], "--since: '2021-13-40' is not a valid date: month must be in 1..12"),
         (["retrieve", "x", "--since", "2022", "--until", "2021"], "after"),
         (["retrieve"], "either a question"),
         (["retrieve", "x", "--questions", "q.txt"], "not both"),
-        (["retrieve", "x", "--top-k", "0"], "top-k"),
+        (["retrieve", "x", "--top-k", "0"], "--top-k must be >= 1"),
         (["frobnicate"], "invalid choice"),
         (["retrieve", "   "], "empty"),
         (["stats", "--data-dir", ""], "empty path"),

@@ -51,7 +51,8 @@ def test_answer_json_then_reuses_disk_kv_in_a_new_process(env, capsys):
     first = json.loads(out)
     assert isinstance(first["answer"], str) and len(first["sources"]) == 2
     assert first["cache"]["chunk_misses"] == 2 and first["cache"]["mode"].startswith("blend")
-    assert first["timings"]["ttft_s"] > 0
+    assert first["timings"]["ttft_ms"] > 0 and first["timings"]["generation"]["ttft_s"] > 0
+    assert [c["n"] for c in first["citations"]] == [1, 2] and first["citations"][0]["doc_id"] == first["sources"][0]["doc_id"]
     # a new engine (as a new process would) finds the chunks' KV on the disk tier
     code, out, _ = _run(capsys, "answer", "Who leads Northwind Energy?", "--top-k", "2", "--json",
                         "--max-new-tokens", "4")
@@ -93,7 +94,7 @@ def test_kv_warm_stats_and_delete_drops_entries(env, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["answer", "q", "--ratio", "2"], "ratio must be in [0, 1]"),
-    (["answer", "q", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+    (["answer", "q", "--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
     (["answer", "   "], "question"),
     (["kv", "warm", "nope"], "unknown document id(s): nope"),
     (["kv"], "kv needs a subcommand"),

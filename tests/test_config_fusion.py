@@ -144,8 +144,13 @@ def test_hybrid_search_passes_each_retrievers_scores_for_shared_ranks(tmp_path):
         def search(self, query, k, allowed=None):
             return np.array(self.order[:k]), np.array(self.scores[:k], dtype=np.float32)
 
+    from chronorag.periods import TimeScope
+    from chronorag.query import Query
+    from chronorag.types import SearchFilters
+
     searchers = {"a": Fixed([ids[3], ids[2]], [2.0, 1.0]), "g": Fixed([ids[0], ids[1], ids[2]], [0.5, 0.5, 0.5])}
-    hits = HybridRetriever(store, searchers).search("q", top_k=4)
+    query = Query("q", "en", TimeScope(None, None, "any"), "open", SearchFilters(), ("a", "g"), top_k=4)
+    hits = HybridRetriever(store, searchers).search(query)
     by_id = {h.chunk_id: h.score for h in hits}
     assert by_id[ids[0]] == pytest.approx(by_id[ids[1]]) == pytest.approx(1 / 62)
     assert hits[0].chunk_id == ids[2]  # 1/62 + 1/62 beats 1/61

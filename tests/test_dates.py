@@ -73,7 +73,7 @@ def test_naive_values_take_the_default_zone_and_aware_ones_keep_theirs():
     ("2023-08-11 tomorrow", "unexpected 'tomorrow'"),
     ("7月28日", "cannot read"),          # no year: never guessed
     ("08-11", "cannot read"),
-    ("2023-08", "names a year or month but no day, and no day is invented"),  # timebounds reads periods
+    ("2023-08", "names a year or month but no day, and no day is invented"),  # parse_period reads periods
     ("2023", "no day is invented"),
     ("2023年8月", "no day is invented"),
     ("2023-08-11 13:00 pm", "am/pm"),
@@ -234,9 +234,10 @@ def test_body_date_iso_form_and_year_range():
     ("0001-01", datetime(1, 1, 1), datetime(1, 1, 31, 23, 59, 59, 999999)),
 ])
 def test_period_bounds_whole_periods(value, first, last):
-    from chronorag.timebounds import period_bounds
+    from chronorag.periods import parse_period
 
-    assert period_bounds(value) == (first.replace(tzinfo=UTC), last.replace(tzinfo=UTC))
+    period = parse_period(value)
+    assert (period.start, period.last) == (first.replace(tzinfo=UTC), last.replace(tzinfo=UTC))
 
 
 @pytest.mark.parametrize("label, start, end", [
@@ -248,9 +249,10 @@ def test_period_bounds_whole_periods(value, first, last):
     ("9999-12-31", datetime(9999, 12, 31), datetime.max),
 ])
 def test_period_span_ends_at_the_calendar_limit(label, start, end):
-    from chronorag.graph.timeline import period_span
+    from chronorag.periods import Period
 
-    assert period_span(label) == (start, end)
+    period = Period.from_label(label)
+    assert (period.start, period.end) == (start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
 
 
 JULY_AUGUST_2023 = (datetime(2023, 7, 19, 8, tzinfo=SHANGHAI), datetime(2023, 8, 19, 20, tzinfo=SHANGHAI))

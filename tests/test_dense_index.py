@@ -285,3 +285,25 @@ def test_real_model_finds_the_semantic_match(tmp_path, store):
     catch_up(store, index)
     ids, scores = index.search("What is the forecast for storms?", k=3)
     assert ids[0] == store.doc_chunk_ids("weather")[0] and scores[0] > scores[1]
+
+
+class _Multilingual(HashingEmbedder):
+    name = "test-hashing-64-multilingual"
+    languages = frozenset({"en", "zh"})
+
+
+def test_chunks_outside_the_embedders_languages_are_not_embedded_until_one_covers_them(tmp_path, store):
+    _write(store, {"zh": ["北京市政府发布了新的交通规划，地铁线路将延长。", "上海的港口吞吐量再创新高。"],
+                   "en": ["The river harbor report discussed the copper budget.", "北京 subway plan and the harbor report"]})
+    english = HashingEmbedder()
+    index = _index(tmp_path, store, english)
+    catch_up(store, index)
+    assert english.encoded == 2 and len(index) == 2  # the English chunk and the mixed one
+    assert index.applied_seq == store.max_seq()  # nothing left behind: skipped, not pending
+    texts = {c.chunk_id: c.text for c in store.get_chunks(store.live_chunk_ids().tolist()).values()}
+    found = {texts[int(i)] for i in index.search("harbor report", k=10)[0]}
+    assert found == {"The river harbor report discussed the copper budget.", "北京 subway plan and the harbor report"}
+    both = _Multilingual()
+    switched = _index(tmp_path, store, both)  # another model: its own vectors, every language
+    catch_up(store, switched)
+    assert both.encoded == 4 and len(switched) == 4

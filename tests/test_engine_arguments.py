@@ -77,7 +77,9 @@ def test_naive_and_date_bounds_are_read_in_default_tz(tmp_path):
     ({"top_k": True}, "top_k must be an integer"),
     ({"top_k": "3"}, "top_k must be an integer"),
     ({"top_k": 0}, "top_k must be >= 1"),
-    ({"since": "2020-01-01"}, "since must be a datetime or a date"),
+    ({"since": 20200101}, "since must be a datetime, a date or a string"),
+    ({"since": "2020-13"}, "since: '2020-13' is not a valid date: month must be in 1..12"),
+    ({"until": "tomorrow"}, "until: cannot read 'tomorrow' as a date"),
     ({"since": datetime(2021, 1, 1, tzinfo=UTC), "until": datetime(2020, 1, 1)}, "is after until"),
     ({"retrievers": []}, "retrievers is empty"),
     ({"retrievers": [None]}, "retrievers must hold strings"),
@@ -114,7 +116,7 @@ def test_one_string_is_one_id_and_an_empty_collection_matches_nothing(rag):
     with pytest.raises(ValueError, match="got None"):
         rag.delete(None)
     assert rag.warm_kv([]) == 0  # nothing asked for: the model is not even loaded
-    assert rag._generator is None
+    assert rag._parts.built("generator") is None
 
 
 def test_insert_takes_one_document_and_refuses_other_things(rag):
@@ -128,7 +130,7 @@ def test_answer_checks_max_new_tokens_before_loading_anything(rag):
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="max_new_tokens must be"):
             rag.answer("apples?", max_new_tokens=bad)
-    assert rag._generator is None
+    assert rag._parts.built("generator") is None
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -140,7 +142,7 @@ def test_answer_checks_max_new_tokens_before_loading_anything(rag):
 def test_answer_refuses_a_bad_mode_or_ratio_with_a_value_error(rag, kwargs, message):
     with pytest.raises(ValueError, match=message):
         rag.answer("apples?", **kwargs)
-    assert rag._generator is None
+    assert rag._parts.built("generator") is None
 
 
 def test_settings_built_by_hand_and_bad_data_dirs(tmp_path):

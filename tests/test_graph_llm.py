@@ -131,14 +131,14 @@ def test_engine_graph_llm_uses_the_configured_generator(tmp_path):
     assert rule.graph.extractor.name.startswith("rule")
     rule.close()
 
-    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path, graph="llm", graph_llm_calls_per_doc=2),
-                    embedder=HashingEmbedder())
     fake = FakeGenerator(GOOD)
-    rag._generator = fake  # what `generator` would build from settings
+    rag = ChronoRAG(load_settings(env={}, data_dir=tmp_path, graph="llm", graph_llm_calls_per_doc=2),
+                    embedder=HashingEmbedder(), generator=fake)
     assert rag.graph.extractor_changed
     rag.sync()  # rows from the rule extractor are redone by the LLM one
     assert not rag.graph.extractor_changed and fake.requests
     assert all(r.mode == "full" and not r.chunks for r in fake.requests)
-    timeline = rag.graph.entity_timeline("Maria Chen")
-    assert any(f["relation"] == "chief executive of" and f["valid_from"].startswith("2021-03-15") for f in timeline)
+    timeline = rag.entity_timeline("Maria Chen")
+    assert any(f.relation == "chief executive of" and f.valid_from.date().isoformat() == "2021-03-15"
+               for f in timeline.facts)
     rag.close()

@@ -82,16 +82,18 @@ NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 def test_scope_in_period():
     s = parse_time_scope("Who led Acme in March 2021?", NOW)
-    assert (s.mode, s.start, s.end.date().isoformat()) == ("in", datetime(2021, 3, 1, tzinfo=UTC), "2021-03-31")
+    assert (s.mode, s.start, s.end) == ("in", datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 4, 1, tzinfo=UTC))
+    assert s.last.date().isoformat() == "2021-03-31"
     assert parse_time_scope("What happened during 2022?", NOW).granularity == "year"
     assert parse_time_scope("revenue in Q3 2020", NOW).start == datetime(2020, 7, 1, tzinfo=UTC)
     zh = parse_time_scope("2023年8月发生了什么？", NOW)
-    assert zh.mode == "in" and zh.start.month == 8 and zh.end.day == 31
+    assert zh.mode == "in" and zh.start.month == 8 and zh.last.day == 31 and zh.end.month == 9
 
 
 def test_scope_as_of_latest_any():
     s = parse_time_scope("As of June 2022, where was Acme based?", NOW)
-    assert s.mode == "as_of" and s.start is None and s.end.date().isoformat() == "2022-06-30"
+    assert s.mode == "as_of" and s.start is None and s.last.date().isoformat() == "2022-06-30"
+    assert s.end == datetime(2022, 7, 1, tzinfo=UTC) and s.point == s.last
     assert parse_time_scope("Who is the CEO now?", NOW).mode == "latest"
     assert parse_time_scope("Who currently runs Acme?", NOW).mode == "latest"
     assert parse_time_scope("目前谁是总裁？", NOW).mode == "latest"
@@ -100,7 +102,8 @@ def test_scope_as_of_latest_any():
 
 def test_scope_before_after_with_dates_and_anchors():
     s = parse_time_scope("Who ran Acme before 2020?", NOW)
-    assert s.mode == "before" and s.end < datetime(2020, 1, 1, tzinfo=UTC) and s.start is None
+    assert s.mode == "before" and s.end == datetime(2020, 1, 1, tzinfo=UTC) and s.start is None
+    assert s.point == s.last < datetime(2020, 1, 1, tzinfo=UTC)
     s = parse_time_scope("What changed after 2020?", NOW)
     assert s.mode == "after" and s.start == datetime(2021, 1, 1, tzinfo=UTC)
     s = parse_time_scope("What changed since March 2021?", NOW)
@@ -114,7 +117,7 @@ def test_scope_before_after_with_dates_and_anchors():
 
     s = parse_time_scope("Who was CEO of Acme before Jane Doe became CEO?", NOW, resolver)
     assert seen == [("Jane Doe became CEO", "before")]
-    assert s.mode == "before" and s.end == anchor_time - timedelta(microseconds=1)
+    assert s.mode == "before" and s.end == anchor_time and s.point == anchor_time - timedelta(microseconds=1)
     s = parse_time_scope("After Jane Doe stepped down, who led Acme?", NOW, resolver)
     assert seen[-1] == ("Jane Doe stepped down", "after") and s.start == anchor_time
     # an anchor nobody can resolve leaves the scope unbounded instead of guessing
@@ -125,14 +128,14 @@ def test_publication_filter_only_bounds_what_is_safe():
     s = parse_time_scope("Who led Acme in March 2021?", NOW)
     f = s.publication_filter()
     # a period's reports come out after it: the window runs on by the period's length (capped)
-    assert f.since == s.start and f.until == s.end + (s.end - s.start)
+    assert f.since == s.start and f.until == s.last + (s.last - s.start)
     q4 = parse_time_scope("What did Acme report for the fourth quarter of 2024?", NOW).publication_filter()
     assert q4.since == datetime(2024, 10, 1, tzinfo=timezone.utc)
     assert datetime(2025, 2, 5, tzinfo=timezone.utc) <= q4.until < datetime(2025, 4, 3, tzinfo=timezone.utc)
     year = parse_time_scope("What happened to Acme in 2021?", NOW)
-    assert year.publication_filter().until == year.end + timedelta(days=92)
+    assert year.publication_filter().until == year.last + timedelta(days=92)
     s = parse_time_scope("As of June 2022, where was Acme based?", NOW)
-    assert s.publication_filter().since is None and s.publication_filter().until == s.end
+    assert s.publication_filter().since is None and s.publication_filter().until == s.last
     assert parse_time_scope("Who is the CEO now?", NOW).publication_filter() is None
 
 
@@ -142,6 +145,7 @@ def test_naive_now_is_rejected():
 
 
 def test_year_head_and_literal_shortcuts_match_a_full_scan(monkeypatch):
+    from dataclasses import replace
     from datetime import datetime, timezone
 
     from chronorag.graph import timeexpr
@@ -151,8 +155,9 @@ def test_year_head_and_literal_shortcuts_match_a_full_scan(monkeypatch):
              "1999年代的2000年", "2023年2024年", "据报道，3月5日至2021年4月", "上周三和下个月，第二季度营收",
              "今年下半年，星期五", "华为 2023Q3 财报与 Q4 2022 对比，日期 2023-08-11"]
     fast = [timeexpr.find_dates(t, ref) for t in texts]
-    monkeypatch.setattr(timeexpr, "_YEAR_LED", set())  # every rule scans the whole text
-    monkeypatch.setattr(timeexpr, "_ZH_NEEDS", {})  # ... even without the literals it needs
-    monkeypatch.setattr(timeexpr, "_EN_NUMERIC_NEEDS", {})
+    # every rule scans the whole text, even without the literals it needs
+    plain = lambda rules: [replace(r, needs=(), year_led=False) for r in rules]  # noqa: E731
+    for name in ("_ZH_RULES", "_EN_RULES", "_EN_NUMERIC"):
+        monkeypatch.setattr(timeexpr, name, plain(getattr(timeexpr, name)))
     assert [timeexpr.find_dates(t, ref) for t in texts] == fast
     assert sum(map(len, fast)) >= 18

@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from chronorag.indexing import catch_up, net_changes
+from chronorag.indexing import DerivedIndex, catch_up, net_changes
 from chronorag.store import Change, DocumentWrite
 from chronorag.types import ChunkDraft, Document, SearchFilters
 
@@ -103,24 +103,28 @@ def test_net_changes():
     assert adds == [2] and dels == [7]
 
 
-class _RecordingIndex:
+class _RecordingIndex(DerivedIndex):
     name = "rec"
 
     def __init__(self):
-        self.applied_seq = 0
+        self._seq = 0
         self.ids: set[int] = set()
         self.commits = 0
+
+    @property
+    def applied_seq(self):
+        return self._seq
 
     def apply(self, added, deleted):
         self.ids |= {c.chunk_id for c in added}
         self.ids -= set(deleted)
 
     def commit(self, seq):
-        self.applied_seq = seq
+        self._seq = seq
         self.commits += 1
 
     def reset(self):
-        self.ids, self.applied_seq = set(), 0
+        self.ids, self._seq = set(), 0
 
 
 def test_catch_up_matches_store_in_small_batches(store):

@@ -95,17 +95,18 @@ def test_graph_gets_no_extra_weight_without_a_known_entity(tmp_path):
                          datetime(2021, 6, 2, tzinfo=timezone.utc)))
     rag.insert(docs)
     question = "What revenue did the coffee chain on the quay take in during 2021?"
-    parsed = rag.graph.parse_question(question)
-    assert parsed.relations == ["revenue"] and parsed.scope.mode == "in" and not parsed.entities
-    assert rag._fusion_weights(question, ("bm25", "graph")) == {"graph": rag.settings.graph_mention_weight}
-    assert rag.graph.retrieve(question).candidates  # the graph does answer, from the period
-    known = "What revenue did Northwind Energy report in 2021?"
-    assert rag.graph.has_relation_evidence(known)
-    assert rag._fusion_weights(known, ("bm25", "graph")) == {"graph": rag.settings.graph_time_weight}
+    query = rag.analyse(question)
+    reading = query.graph
+    assert reading.relations == ("revenue",) and query.scope.mode == "in" and not query.entities
+    assert query.kind == "period" and query.weights == {"graph": rag.settings.graph_mention_weight}
+    assert rag.graph.retrieve(query).candidates  # the graph does answer, from the period
+    known = rag.analyse("What revenue did Northwind Energy report in 2021?")
+    assert known.graph.relation_evidence and known.relation == "revenue"
+    assert known.weights == {"graph": rag.settings.graph_time_weight}
     # a known entity and relation, but no such fact holds at the asked time: the weak weight too
     for question in ("What revenue did Northwind Energy report in 2010?", "Who led Bluewater Utilities in 2010?"):
-        parsed = rag.graph.parse_question(question)
-        assert parsed.entities and parsed.relations and parsed.scope.mode == "in"
-        assert not rag.graph.has_relation_evidence(question)
-        assert rag._fusion_weights(question, ("bm25", "graph")) == {"graph": rag.settings.graph_mention_weight}
+        query = rag.analyse(question)
+        assert query.entities and query.graph.relations and query.scope.mode == "in"
+        assert not query.graph.relation_evidence and query.relation is None
+        assert query.weights == {"graph": rag.settings.graph_mention_weight}
     rag.close()
