@@ -28,12 +28,13 @@ from chronorag.ingest.pipeline import ingest_documents  # noqa: E402
 
 
 def embed_missing(engine: ChronoRAG, batch: int = 4096) -> int:
-    """Embed every chunk that has no stored vector yet (the 'embed' stage, timed apart from FAISS)."""
-    embedder = engine.embedder
+    """Embed every chunk the dense index takes (its embedder's languages) that has no stored vector
+    yet: the 'embed' stage, timed apart from FAISS."""
+    embedder, dense = engine.embedder, engine.dense
     done = 0
     for chunks in engine.store.iter_chunks(batch):
         have = engine.store.embeddings(embedder.name, [c.chunk_id for c in chunks])
-        todo = [c for c in chunks if c.chunk_id not in have]
+        todo = [c for c in chunks if c.chunk_id not in have and dense.covers(c.text)]
         if todo:
             vecs = embedder.encode([c.text for c in todo])
             engine.store.put_embeddings(embedder.name, {c.chunk_id: v for c, v in zip(todo, vecs)})

@@ -27,6 +27,7 @@ from common import REPO, crud_dir  # noqa: E402
 from chronorag.config import BM25_CHINESE, Settings, load_settings  # noqa: E402
 from chronorag.engine import ChronoRAG  # noqa: E402
 from chronorag.ingest.loaders import load_crud  # noqa: E402
+from chronorag.retrieval.hybrid import ByText  # noqa: E402
 
 NO_ANSWER = "无法推断"
 
@@ -204,7 +205,7 @@ def main() -> None:
         configured = searchers["bm25"]
         for mode, retrievers, use_graph in modes:
             if mode == "bm25_no_evidence":
-                searchers["bm25"] = engine.bm25  # the bare BM25 index under the evidence wrapper
+                searchers["bm25"] = ByText(engine.bm25)  # the bare BM25 index under the evidence wrapper
             engine.retrieve(qs[0]["question"], retrievers=retrievers)  # warm-up: model load, page cache
             row = {"benchmark": "retrieval", "set": name, "retriever": mode, "docs": docs,
                    "corpus": corpus_note, "chunk_size": args.chunk_size, "embedder": args.embedder,

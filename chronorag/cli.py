@@ -378,6 +378,7 @@ def _lazy(module: str, name: str):
 COMMANDS = {"ingest": cmd_ingest, "delete": cmd_delete, "retrieve": cmd_retrieve, "sync": cmd_sync,
             "serve": _lazy("chronorag.cli_service", "cmd_serve"), "keys": _lazy("chronorag.cli_service", "cmd_keys"),
             "worker": _lazy("chronorag.cli_jobs", "cmd_worker"), "watch": _lazy("chronorag.cli_jobs", "cmd_watch"),
+            "query": _lazy("chronorag.cli_query", "cmd_query"),
             "stats": cmd_stats, "merge": cmd_merge, "graph": cmd_graph, "answer": cmd_answer, "kv": cmd_kv}
 
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = _command(sub, "ingest", help="ingest a JSONL file, a folder of .txt/.md, or the CRUD-RAG corpus",
+    p = _command(sub, "ingest", help="ingest a JSONL file, a folder of .txt/.md, the CRUD-RAG corpus or ECT-QA transcripts",
                  epilog="Bad records are reported and skipped while the rest lands; "
                         "the exit code is then 3 (0 when every record landed).")
     p.add_argument("path", type=Path)
@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--mode", choices=["blend", "full", "prefix", "naive"], help="KV reuse mode (default from settings)")
     p.add_argument("--ratio", type=float, help="share of chunk tokens recomputed when blending (default 0.15)")
+    _add_filters(p)
+    p.add_argument("--json", action="store_true")
+
+    p = _command(sub, "query", help="plan the most useful chunk set under a cost budget, then answer from it")
+    p.add_argument("question", nargs="?")
+    p.add_argument("--questions", type=Path, help="file: one question per line (text or JSON with 'question'); "
+                   "one JSON line out per input line, in order")
+    p.add_argument("--budget", type=str, help="context budget in the generator's tokens (default from settings)")
+    p.add_argument("--budget-ms", type=str, help="context budget in estimated prefill milliseconds instead")
+    p.add_argument("--planner", choices=["mcts", "greedy", "topk"], default="mcts")
+    p.add_argument("--no-generate", action="store_true", help="plan (and show the plan) without generating")
+    p.add_argument("--max-new-tokens", type=int)
     _add_filters(p)
     p.add_argument("--json", action="store_true")
 

@@ -23,7 +23,7 @@ from chronorag.components import Components
 from chronorag.config import Settings, load_settings
 from chronorag.datadir import DataDir
 from chronorag.indexing import DerivedIndex, backlog, catch_up, trim_change_log
-from chronorag.ingest.pipeline import IngestReport, ingest_documents
+from chronorag.ingest.pipeline import BatchHook, IngestReport, ingest_documents
 from chronorag.periods import resolve_tz
 from chronorag.query import Query
 from chronorag.results import (
@@ -87,6 +87,12 @@ class ChronoRAG:
 
     @property
     @_open_only
+    def retriever(self):
+        """The hybrid retriever (its ``searchers`` by name); benchmarks swap one to compare."""
+        return self._parts.retriever
+
+    @property
+    @_open_only
     def generator(self):
         """The answer generator, built on first use; its chunk KV caches follow the store's log."""
         return self._parts.generator
@@ -143,9 +149,12 @@ class ChronoRAG:
         records: Iterable[Document | LoadError] | Document,
         progress: Callable[[int], None] | None = None,
         index_progress: IndexProgress | None = None,
+        on_batch: BatchHook | None = None,
     ) -> IngestReport:
         """Ingest documents (new, changed or unchanged) and update every index;
-        ``index_progress(index_name, n)`` as each index catches up."""
+        ``index_progress(index_name, n)`` as each index catches up. ``on_batch(cursor, counts,
+        errors)`` runs inside each batch's store transaction (see :func:`ingest_documents`): an
+        ingestion job's progress commits with the documents it counts."""
         if isinstance(records, Document):
             records = [records]
         elif isinstance(records, (str, bytes, dict)) or not isinstance(records, Iterable):
@@ -153,7 +162,8 @@ class ChronoRAG:
         s = self.settings
         with self.data_dir.write_lock():
             report = ingest_documents(self.store, records, chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap,
-                                      batch_size=s.ingest_batch, workers=s.workers, progress=progress)
+                                      batch_size=s.ingest_batch, workers=s.workers, progress=progress,
+                                      on_batch=on_batch)
             self._catch_up_locked(self._parts.indexes(), report, index_progress)
         return report
 

@@ -74,6 +74,10 @@ class DerivedIndex(ABC):
     def prefetch(self, chunks: Sequence[Chunk]) -> None:
         """The next window's chunks, given before the current one commits (work can overlap)."""
 
+    def report_progress(self, step: Progress | None) -> None:
+        """While a window is applied, ``step(n)`` may be called as ``n`` of its chunks are done (the
+        dense index embeds in batches), so a long window shows progress; None ends it."""
+
     def finish_catch_up(self) -> None:
         """Deferred work once the log is exhausted (the graph's period summaries)."""
 
@@ -137,18 +141,42 @@ def catch_up(store: Store, index: DerivedIndex, batch: int = 20000, progress: Pr
         window = _window(store, index.applied_seq, batch)
         while window is not None:
             seq, added, del_ids, n = window
-            index.apply(added, del_ids)
+            reported = _apply_reporting(index, added, del_ids, n, progress)
             window = _window(store, seq, batch)
             if window is not None:
                 index.prefetch(window[1])
             index.commit(seq)
             applied += n
-            if progress is not None:
-                progress(n)
+            if progress is not None and n > reported:
+                progress(n - reported)
         index.finish_catch_up()
         return applied
     finally:
         index.end_catch_up()
+
+
+def _apply_reporting(index: DerivedIndex, added: Sequence[Chunk], deleted: Sequence[int], n: int,
+                     progress: Progress | None) -> int:
+    """``index.apply`` with the index's own progress passed on (at most ``n`` in all); returns how
+    much it reported, so the rest is reported when the window commits."""
+    if progress is None:
+        index.apply(added, deleted)
+        return 0
+    reported = 0
+
+    def step(done: int) -> None:
+        nonlocal reported
+        done = min(done, n - reported)
+        if done > 0:
+            reported += done
+            progress(done)
+
+    index.report_progress(step)
+    try:
+        index.apply(added, deleted)
+    finally:
+        index.report_progress(None)
+    return reported
 
 
 def _snapshot(store: Store, start: int, batch: int) -> Iterator[list[Chunk]]:
@@ -176,14 +204,14 @@ def _rebuild(store: Store, index: DerivedIndex, batch: int, progress: Progress |
     batches = _snapshot(store, start, batch) if index.wants_added else iter(())
     chunks = next(batches, None)
     while chunks is not None:
-        index.apply(chunks, [])
+        reported = _apply_reporting(index, chunks, [], len(chunks), progress)
         following = next(batches, None)
         if following is not None:
             index.prefetch(following)
         index.commit(0 if following is not None else start)
         applied += len(chunks)
-        if progress is not None:
-            progress(len(chunks))
+        if progress is not None and len(chunks) > reported:
+            progress(len(chunks) - reported)
         chunks = following
     if index.applied_seq != start:  # nothing was live then
         index.commit(start)

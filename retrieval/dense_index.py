@@ -85,6 +85,7 @@ class DenseIndex(DerivedIndex):
         self.bulk_threads = threads or max(1, min(os.cpu_count() or 1, 8))
         self._lock = threading.RLock()
         self._manifest_mtime: float | None = None
+        self._step = None  # catch_up's progress while a window is applied
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -184,6 +185,9 @@ class DenseIndex(DerivedIndex):
         finally:
             faiss.omp_set_num_threads(before)
 
+    def report_progress(self, step) -> None:
+        self._step = step
+
     def covers(self, text: str) -> bool:
         """Whether the embedder was trained on the text's language: vectors of other text are
         noise (the questions in that language do not use vectors either), so they are not made.
@@ -244,6 +248,8 @@ class DenseIndex(DerivedIndex):
                     )
                     if bar is not None:
                         bar.update(len(rows))
+                    if self._step is not None:
+                        self._step(len(rows))
             finally:
                 if bar is not None:
                     bar.close()

@@ -177,3 +177,24 @@ def test_deleted_index_files_are_rebuilt_from_a_trimmed_log(tmp_path):
         bm25_ids, _ = rag.bm25.search("report budget", k=1000)
         dense_ids, _ = rag.dense.search("report budget", k=1000)
         assert set(bm25_ids.tolist()) == live == set(dense_ids.tolist())
+
+
+def test_catch_up_passes_on_the_progress_an_index_reports_inside_a_window(store):
+    """A long window (embedding thousands of chunks) moves the progress bar as it goes, and the
+    total is still one per log entry."""
+    for i in range(3):
+        _write(store, f"d{i}", f"text {i}", n_chunks=4)
+
+    class Stepping(_Index):
+        def report_progress(self, step):
+            self.step = step
+
+        def apply(self, added, deleted):
+            super().apply(added, deleted)
+            for _ in added:
+                self.step(1)
+            self.step(100)  # more than the window holds: capped
+
+    steps: list[int] = []
+    catch_up(store, Stepping(), progress=steps.append)
+    assert steps[:12] == [1] * 12 and sum(steps) == 12
