@@ -19,6 +19,35 @@ from chronorag.store import StoreError
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".write.lock"
+WRITER_ROLE_NAME = ".writer.lock"
+
+
+class WriterRole:
+    """The data directory's writer role, held until :meth:`release` (or the process dies).
+
+    A role, not a lock around each write: the process holding it runs the ingestion jobs for its
+    whole lifetime; the others queue jobs and read. The file names the holder's pid."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Give the role up; idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "WriterRole":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class DataDir:
@@ -55,6 +84,27 @@ class DataDir:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def writer_role(self) -> WriterRole | None:
+        """Take the writer role without waiting: a non-blocking flock on ``.writer.lock``, or None
+        while another process (or another holder in this one) has it. The kernel drops it when the
+        holder dies, even by kill -9, so a restart right after a crash gets it."""
+        path = self.path / WRITER_ROLE_NAME
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # for messages only ("pid 1234 is the writer"); the lock is what counts
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        return WriterRole(fd, path)
 
     def tree_bytes(self) -> int:
         """Bytes of the files under the directory; a writer may rename or remove files during the walk."""

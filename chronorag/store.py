@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +148,11 @@ class Store:
                 out.update(dict(rows.fetchall()))
         return out
 
-    def write_documents(self, writes: Sequence[DocumentWrite]) -> dict[str, str]:
+    def write_documents(
+        self,
+        writes: Sequence[DocumentWrite],
+        before_commit: Callable[[sqlite3.Cursor, dict[str, str]], None] | None = None,
+    ) -> dict[str, str]:
         """Insert or replace documents with their chunks in ONE transaction.
 
         Returns ``{doc_id: 'new' | 'changed' | 'unchanged'}``. A document whose stored hash equals
@@ -156,6 +160,9 @@ class Store:
         changed document's new chunks keep the stored embeddings of its old chunks with the same
         text (vectors depend on the text alone), so a corrected date, a moved source file or an
         appended paragraph re-embeds only what is new.
+
+        ``before_commit(cursor, outcome)`` runs inside the transaction, after the writes: what it
+        writes (an ingestion job's progress) commits with the documents or not at all.
         """
         outcome: dict[str, str] = {}
         with self.transaction() as cur:
@@ -203,6 +210,8 @@ class Store:
                         (chunk_id, doc.doc_id),
                     )
                 outcome[doc.doc_id] = "changed" if row is not None else "new"
+            if before_commit is not None:
+                before_commit(cur, outcome)
         return outcome
 
     def delete_documents(self, doc_ids: Iterable[str]) -> list[str]:

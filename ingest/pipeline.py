@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +26,10 @@ _worker_chunker = None
 # Part of every document's content hash: bump it whenever chunker.py could cut the same text
 # differently, and every document re-chunks at its next ingest (stored vectors are reused).
 CHUNKING_VERSION = "v3-char-cap"
+BATCH_COUNTS = ("new", "changed", "unchanged", "failed")
+# (cursor of the batch's transaction, {new, changed, unchanged, failed} of the batch, its errors):
+# an ingestion job's bookkeeping, committed with the batch's documents or not at all.
+BatchHook = Callable[[sqlite3.Cursor, dict[str, int], list[LoadError]], None]
 
 
 @dataclass
@@ -84,9 +91,31 @@ def content_hash(doc: Document, chunker_signature: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def _init_worker(chunk_size: int, chunk_overlap: int) -> None:
+def chunker_signature(chunk_size: int, chunk_overlap: int) -> str:
+    """What :func:`content_hash` mixes in for these chunking settings (as :func:`ingest_documents`)."""
+    return f"chunker:{CHUNKING_VERSION}:{chunk_size}:{chunk_overlap}"
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """In a forked worker: exit as soon as ``parent_pid`` is gone, even killed by SIGKILL. A worker
+    left behind would keep the parent's inherited descriptors, the data directory's locks among
+    them, and block the restarted writer. Polling getppid rather than PR_SET_PDEATHSIG, which
+    fires when the forking *thread* ends: a pool made by a server's request thread would die with it."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # died between the fork and now
+        os._exit(1)
+    threading.Thread(target=watch, name="chronorag-parent-watch", daemon=True).start()
+
+
+def _init_worker(chunk_size: int, chunk_overlap: int, parent_pid: int) -> None:
     global _worker_chunker
     from chronorag.ingest.chunker import Chunker
+
+    exit_with_parent(parent_pid)
 
     _worker_chunker = Chunker(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
@@ -142,7 +171,7 @@ class _ChunkRunner:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_init_worker,
-                initargs=(self.chunk_size, self.chunk_overlap),
+                initargs=(self.chunk_size, self.chunk_overlap, os.getpid()),
             )
         else:
             from chronorag.ingest.chunker import Chunker
@@ -171,11 +200,16 @@ def ingest_documents(
     batch_size: int = 512,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    on_batch: BatchHook | None = None,
 ) -> IngestReport:
-    """Store new and changed documents with their chunks; report what happened to each."""
+    """Store new and changed documents with their chunks; report what happened to each.
+
+    ``on_batch(cursor, counts, errors)`` runs once per batch inside the transaction that writes
+    the batch's documents (its own transaction when the batch writes none: all unchanged or
+    failed); every record of the batch is in exactly one of ``counts``."""
     report = IngestReport()
     seen: set[str] = set()  # ids taken in this call: a later record with one is reported, not applied
-    signature = f"chunker:{CHUNKING_VERSION}:{chunk_size}:{chunk_overlap}"
+    signature = chunker_signature(chunk_size, chunk_overlap)
     source_iter = iter(records)
     with _ChunkRunner(chunk_size, chunk_overlap, workers) as runner:
         while True:
@@ -188,15 +222,18 @@ def ingest_documents(
             report.add_time("parse", time.perf_counter() - t0)
             if not batch:
                 break
-            _ingest_batch(store, batch, runner, signature, report, seen)
+            _ingest_batch(store, batch, runner, signature, report, seen, on_batch)
             if progress is not None:
                 progress(len(batch))
     return report
 
 
 def _ingest_batch(
-    store: Store, batch: list, runner: _ChunkRunner, signature: str, report: IngestReport, seen: set[str]
+    store: Store, batch: list, runner: _ChunkRunner, signature: str, report: IngestReport, seen: set[str],
+    on_batch: BatchHook | None = None,
 ) -> None:
+    counts = dict.fromkeys(BATCH_COUNTS, 0)
+    errors: list[LoadError] = []
     docs: dict[str, Document] = {}
     for item in batch:
         if not isinstance(item, LoadError):  # Documents built in code skip the loaders' checks
@@ -207,25 +244,37 @@ def _ingest_batch(
             elif item.doc_id in seen:  # as the loaders do: the first record of an id wins
                 item = LoadError("<python>", None, item.doc_id, "duplicate id in this insert (the first is kept)")
         if isinstance(item, LoadError):
-            report.failed += 1
-            report.errors.append(item)
+            errors.append(item)
         else:
             seen.add(item.doc_id)
             docs[item.doc_id] = item
+    counts["failed"] = len(errors)
+    report.failed += len(errors)
+    report.errors.extend(errors)
     if not docs:
+        _hook_alone(store, on_batch, counts, errors)
         return
     hashes = {doc_id: content_hash(doc, signature) for doc_id, doc in docs.items()}
     stored = store.content_hashes(docs)
     todo = [d for d in docs.values() if stored.get(d.doc_id) != hashes[d.doc_id]]
+    counts["unchanged"] = len(docs) - len(todo)
     report.unchanged += len(docs) - len(todo)
     if not todo:
+        _hook_alone(store, on_batch, counts, errors)
         return
     t0 = time.perf_counter()
     drafts = runner.split([(d.title, d.text) for d in todo])
     report.add_time("chunk", time.perf_counter() - t0)
     t0 = time.perf_counter()
     writes = [DocumentWrite(d, hashes[d.doc_id], ch) for d, ch in zip(todo, drafts)]
-    outcome = store.write_documents(writes)
+
+    def before_commit(cur: sqlite3.Cursor, outcome: dict[str, str]) -> None:
+        batch_counts = dict(counts)
+        for state in outcome.values():
+            batch_counts[state] += 1
+        on_batch(cur, batch_counts, errors)
+
+    outcome = store.write_documents(writes, before_commit if on_batch is not None else None)
     report.add_time("store", time.perf_counter() - t0)
     for w in writes:
         state = outcome[w.document.doc_id]
@@ -237,3 +286,9 @@ def _ingest_batch(
             report.unchanged += 1
             continue
         report.chunks += len(w.chunks)
+
+
+def _hook_alone(store: Store, on_batch: BatchHook | None, counts: dict[str, int], errors: list[LoadError]) -> None:
+    if on_batch is not None:
+        with store.transaction() as cur:
+            on_batch(cur, counts, errors)
