@@ -6,11 +6,18 @@ rows, smaller to pickle than the extraction) come back, in slices small enough t
 
 An :class:`ExtractionPool` stays open across the batches of one catch-up, so the next batch can be
 submitted before the current one is committed: the workers extract while the parent writes.
+
+Workers exit when their parent dies, even by kill -9: forked, they hold copies of its descriptors,
+the data directory's write lock and writer role among them, and an orphaned pool would keep a
+restarted writer out (and block on its queue forever).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -20,8 +27,25 @@ from chronorag.types import Chunk
 _worker_job: tuple[Extractor, Callable | None] | None = None
 
 
-def _init(extractor: Extractor, finish: Callable | None) -> None:
+PARENT_POLL_S = 0.2
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Polls getppid rather than setting PR_SET_PDEATHSIG: that signal fires when the forking
+    *thread* ends, and a pool made by a server's request thread would die with the request."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died between the fork and now
+        os._exit(1)
+    threading.Thread(target=watch, name="chronorag-parent-watch", daemon=True).start()
+
+
+def _init(extractor: Extractor, finish: Callable | None, parent_pid: int) -> None:
     global _worker_job
+    _exit_with_parent(parent_pid)
     _worker_job = (extractor, finish)
 
 
@@ -65,7 +89,7 @@ class ExtractionPool:
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init,
-            initargs=(extractor, finish),
+            initargs=(extractor, finish, os.getpid()),
         )
 
     def submit(self, chunks: Sequence[Chunk]) -> PendingExtraction:
@@ -73,6 +97,10 @@ class ExtractionPool:
         step = max(64, len(items) // (self.workers * 8))
         futures = [self._pool.submit(_run, items[i : i + step]) for i in range(0, len(items), step)]
         return PendingExtraction(tuple(c.chunk_id for c in items), futures)
+
+    def worker_pids(self) -> list[int]:
+        """The forked workers' process ids (started on the first submit)."""
+        return sorted((getattr(self._pool, "_processes", None) or {}).keys())
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
