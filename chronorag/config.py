@@ -16,6 +16,8 @@ from typing import Any
 
 ENV_PREFIX = "CHRONORAG_"
 BM25_CHINESE = ("words+bigrams", "words")
+PLANNERS = ("mcts", "greedy", "topk")
+PLANNER_RERANKERS = ("none", "features", "e5", "cross-encoder", "all")
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,40 @@ class Settings:
     ingest_batch: int = 512
     # Processes for chunking/tokenising during ingestion (1 = in-process).
     workers: int = 1
+    # Query planner (`chronorag query`, docs/planner.md). Context budget in the generator's tokens
+    # (chunks only; the prompt around them is counted apart).
+    planner_budget: int = 1024
+    # 'mcts' (Monte Carlo tree search), 'greedy' (marginal gain per cost) or 'topk' (truncation).
+    planner: str = "mcts"
+    # 'none', 'features' (model-free: fused score, time fit, entities, recency), 'e5' (features +
+    # multilingual-e5-small similarity from stored e5 vectors; skipped when the store has none),
+    # 'cross-encoder' (features + the model in planner_cross_encoder) or 'all'.
+    planner_reranker: str = "features"
+    # Local directory of a sentence-transformers cross-encoder ('' = none; never downloaded).
+    planner_cross_encoder: str = ""
+    # e5 vectors: 'stored' (only the store's), 'on-the-fly' (embed missing candidates: slow, about
+    # 13 chunks/s on 2 cores) for the 'e5'/'all' rerankers.
+    planner_e5: str = "stored"
+    planner_pool: int = 60  # candidates planned over, after folding near-duplicates
+    planner_iterations: int = 200  # MCTS iteration cap
+    planner_time_ms: float = 20.0  # MCTS wall-clock cap
+    planner_seed: int = 0
+    # Abstain when no candidate in the question's time scope is worth this much alone (0..1).
+    planner_abstain_floor: float = 0.25
+    # Prefill cost model (benchmarks/planner.py --calibrate measures them on this machine): ms per
+    # fresh prompt token, per cached chunk token at kv_ratio (its recompute share plus KV loading),
+    # and per request.
+    planner_fresh_token_ms: float = 2.5
+    planner_cached_token_ms: float = 0.55
+    planner_request_ms: float = 40.0
+    # REST service limits (chronorag serve): documents and megabytes per request (beyond: 413),
+    # generation requests running or waiting at once (beyond: 429), seconds one generation may run
+    # (checked between tokens), seconds ``?wait=true`` waits for an ingestion job.
+    api_max_documents: int = 5000
+    api_max_body_mb: float = 32.0
+    api_generation_queue: int = 8
+    api_generation_timeout_s: float = 120.0
+    api_wait_timeout_s: float = 300.0
 
     @property
     def store_path(self) -> Path:
@@ -136,13 +172,45 @@ class Settings:
         for name in ("rrf_k", "candidate_depth", "doc_evidence_depth", "ingest_batch", "workers", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("api_max_documents", "api_generation_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("api_max_body_mb", "api_generation_timeout_s", "api_wait_timeout_s"):
+            if not getattr(self, name) > 0:  # NaN fails too
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("kv_memory_mb", "kv_disk_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("graph_time_weight", "graph_mention_weight"):
             if not getattr(self, name) >= 0:  # NaN fails too: it would turn every score into NaN
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._validate_planner()
         return self
+
+    def _validate_planner(self) -> None:
+        if self.planner not in PLANNERS:
+            raise ConfigError(f"planner must be one of {', '.join(PLANNERS)}, got {self.planner!r}")
+        if self.planner_reranker not in PLANNER_RERANKERS:
+            raise ConfigError(f"planner_reranker must be one of {', '.join(PLANNER_RERANKERS)}, "
+                              f"got {self.planner_reranker!r}")
+        if self.planner_e5 not in ("stored", "on-the-fly"):
+            raise ConfigError(f"planner_e5 must be stored or on-the-fly, got {self.planner_e5!r}")
+        if self.planner_reranker == "cross-encoder" and not self.planner_cross_encoder.strip():
+            raise ConfigError("planner_reranker = 'cross-encoder' needs planner_cross_encoder (a local model directory)")
+        if self.planner_cross_encoder.strip() and not Path(self.planner_cross_encoder).expanduser().is_dir():
+            raise ConfigError(f"planner_cross_encoder {self.planner_cross_encoder!r} is not a directory")
+        for name in ("planner_budget", "planner_pool", "planner_iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.planner_seed < 0:
+            raise ConfigError(f"planner_seed must be >= 0, got {self.planner_seed}")
+        if not self.planner_time_ms > 0:
+            raise ConfigError(f"planner_time_ms must be > 0, got {self.planner_time_ms}")
+        if not 0.0 <= self.planner_abstain_floor <= 1.0:
+            raise ConfigError(f"planner_abstain_floor must be in [0, 1], got {self.planner_abstain_floor}")
+        for name in ("planner_fresh_token_ms", "planner_cached_token_ms", "planner_request_ms"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from chronorag.errors import UserFacingError
 from chronorag.store_schema import SCHEMA, SCHEMA_VERSION
 from chronorag.types import Chunk, ChunkDraft, Document, SearchFilters
 
 __all__ = ["SCHEMA_VERSION", "Change", "DocumentWrite", "Store", "StoreError"]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserFacingError):
     """The data directory holds something that is not a store this version can open."""
 
 

@@ -59,6 +59,9 @@ def document_problem(doc: object) -> str | None:
             return f"'{name}' is not valid Unicode: {problem}"
     if not isinstance(doc.source, str):
         return f"'source' must be a string, got {type(doc.source).__name__}"
+    problem = unicode_problem(doc.source)
+    if problem:
+        return f"'source' is not valid Unicode: {problem}"
     if doc.published_at is not None:
         if not isinstance(doc.published_at, datetime):
             return f"'published_at' must be a datetime, got {type(doc.published_at).__name__}"
@@ -67,7 +70,10 @@ def document_problem(doc: object) -> str | None:
     if not isinstance(doc.metadata, dict):
         return f"'metadata' must be a dict, got {type(doc.metadata).__name__}"
     try:
-        json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
+        encoded = json.dumps(doc.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return f"'metadata' is not JSON: {exc}"
+    problem = unicode_problem(encoded)
+    if problem:
+        return f"'metadata' is not valid Unicode: {problem}"
     return None

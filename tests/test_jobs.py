@@ -326,3 +326,17 @@ def test_watch_once_without_a_worker_only_queues(tmp_path, monkeypatch, capsys):
     code, out, _ = _run_cli(["worker", "--once", "--data-dir", str(data)], capsys)
     assert code == 0 and f"job {job.id} done: 1/1 new=1" in out
     assert _run_cli(["watch", str(tmp_path / "missing"), "--once", "--data-dir", str(data)], capsys)[0] == 2
+
+
+def test_a_lone_surrogate_in_source_or_metadata_fails_that_document_only(tmp_path):
+    from chronorag.jobs import JobQueue
+    from chronorag.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    queue = JobQueue(store)
+    docs = [Document("ok", "fine text"), Document("bad-source", "text", source="x\udcff"),
+            Document("bad-meta", "text", metadata={"k": "v\udcff"})]
+    job = queue.submit(docs)
+    assert job.counts["failed"] == 2 and {e.doc_id for e in job.errors} == {"bad-source", "bad-meta"}
+    assert all("not valid Unicode" in e.error for e in job.errors)
+    store.close()
